@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,3 +65,30 @@ def format_classification_report(metrics: dict[str, Any]) -> str:
     lines.append("confusion matrix (rows = true, columns = predicted): " + ", ".join(names))
     lines.extend("  " + " ".join(f"{v:>6d}" for v in row) for row in metrics["confusion_matrix"])
     return "\n".join(lines)
+
+
+def evaluate_model(model_dir: str | Path, data: str, batch_size: int = 32) -> dict[str, Any]:
+    """Score a trained model folder on a data file with its task's metrics (PyTorch, in-process).
+
+    The file is read with the columns recorded at training time (``raynlp.json``); the result is
+    also written to ``evaluation.json`` beside the model.
+    """
+    from transformers import AutoTokenizer
+
+    from raynlp.data.readers import read_rows
+    from raynlp.inference import logits_in_batches, torch_runner
+    from raynlp.tasks import get_task
+    from raynlp.tasks.base import InputSpec
+    from raynlp.training.checkpoints import read_model_meta
+
+    model_dir = Path(model_dir)
+    meta = read_model_meta(model_dir)
+    task = get_task(meta["task"])
+    rows = read_rows(data)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    features = task.encode(rows, tokenizer, InputSpec.from_meta(meta), meta["labels"])
+    logits = logits_in_batches(torch_runner(model_dir), features, batch_size)
+    metrics = task.compute_metrics({"logits": logits, "labels": features["labels"]}, meta["labels"])
+    result = {"model_dir": str(model_dir), "data": data, "task": meta["task"], "metrics": metrics}
+    (model_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -10,33 +10,11 @@ import numpy as np
 import torch
 
 from raynlp.data.readers import Row
+from raynlp.inference import batches, logits_in_batches, torch_runner, trim_features
 from raynlp.serving.predictor import find_onnx_file, make_session
 from raynlp.tasks import get_task
 from raynlp.tasks.base import InputSpec
 from raynlp.training.checkpoints import read_model_meta
-
-
-def _batches(features: dict[str, np.ndarray], size: int):
-    total = len(next(iter(features.values())))
-    for start in range(0, total, size):
-        yield {k: v[start : start + size] for k, v in features.items()}
-
-
-def _trim(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    longest = max(int(features["attention_mask"].sum(axis=1).max()), 1)
-    return {k: v[:, :longest] if v.ndim == 2 else v for k, v in features.items()}
-
-
-def torch_runner(model_dir: Path):
-    task = get_task(read_model_meta(model_dir)["task"])
-    model = task.load_trained(str(model_dir)).eval()
-
-    def run(features: dict[str, np.ndarray]) -> np.ndarray:
-        inputs = {k: torch.from_numpy(v) for k, v in features.items() if k != "labels"}
-        with torch.inference_mode():
-            return model(**inputs).logits.float().numpy()
-
-    return run
 
 
 def onnx_runner(onnx_dir: Path, threads: int):
@@ -47,13 +25,13 @@ def onnx_runner(onnx_dir: Path, threads: int):
 
 def latency_ms(run, features: dict[str, np.ndarray], samples: int = 100, warmup: int = 5) -> dict:
     """Batch-1 latency percentiles over the first ``samples`` rows, after ``warmup`` calls."""
-    rows = list(_batches(features, 1))[:samples]
+    rows = list(batches(features, 1))[:samples]
     for row in rows[:warmup]:
-        run(_trim(row))
+        run(trim_features(row))
     timings = []
     for row in rows:
         started = time.perf_counter()
-        run(_trim(row))
+        run(trim_features(row))
         timings.append((time.perf_counter() - started) * 1000)
     return {
         "p50_ms": float(np.percentile(timings, 50)),
@@ -87,7 +65,7 @@ def parity_report(
         report: dict[str, Any] = {"rows": len(rows), "threads": threads, "variants": {}}
         baseline = None
         for name, run in runners.items():
-            logits = np.concatenate([run(_trim(b)) for b in _batches(features, batch_size)])
+            logits = logits_in_batches(run, features, batch_size)
             metrics = task.compute_metrics({"logits": logits, "labels": references}, meta["labels"])
             predictions = logits.argmax(axis=-1)
             baseline = predictions if baseline is None else baseline

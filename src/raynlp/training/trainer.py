@@ -36,6 +36,8 @@ class TrainingResult:
     run_dir: Path
     model_dir: Path
     metrics: dict[str, Any]
+    ray_result: Any = None
+    """The ``ray.train.Result`` (checkpoints, reported metrics)."""
 
 
 class RunExistsError(FileExistsError):
@@ -177,4 +179,4 @@ def train(config: JobConfig, overwrite: bool = False) -> TrainingResult:
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     print(f"[raynlp] model written to {model_dir} ({metrics['wall_s']}s)", flush=True)
-    return TrainingResult(run_dir, model_dir, metrics)
+    return TrainingResult(run_dir, model_dir, metrics, result)

@@ -1,0 +1,220 @@
+"""`raynlp <verb>`: thin entry points, each calling one library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+# Quiet, offline-safe defaults for every verb; set before Ray/transformers are imported.
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from raynlp.config import load_job_config
+    from raynlp.training.deepspeed import distributed_backend, resolve_precision
+
+    config = load_job_config(args.config)
+    print(
+        f"{args.config}: OK — task {config.task}, {config.scaling.num_workers} workers "
+        f"({'GPU' if config.scaling.use_gpu else 'CPU'}, {distributed_backend(config)}), "
+        f"ZeRO-{config.deepspeed.zero_stage}, {resolve_precision(config)}, "
+        f"batch {config.training.batch_size} (× {config.per_worker_batch_size} per worker), "
+        f"lr {config.training.learning_rate:g}, {config.training.epochs} epochs → {config.run_dir}"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from raynlp.config import load_job_config
+    from raynlp.runtime import ray_session
+    from raynlp.training.trainer import train
+
+    config = load_job_config(args.config)  # fails here, before any cluster starts
+    if args.output_dir:
+        config.output.dir = args.output_dir
+    with ray_session(args.address):
+        result = train(config, overwrite=args.overwrite)
+    validation = result.metrics["validation"]
+    best = {k: v for k, v in validation.items() if isinstance(v, float)}
+    print(f"[raynlp] best epoch {result.metrics['best_epoch']}: {json.dumps(best)}")
+    print(f"[raynlp] next: raynlp export {result.run_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from raynlp.evaluation import evaluate_model, format_classification_report
+    from raynlp.export.pipeline import locate_model_dir
+
+    result = evaluate_model(locate_model_dir(args.model), args.data)
+    metrics = result["metrics"]
+    print(format_classification_report(metrics) if "per_class" in metrics else metrics)
+    print(f"[raynlp] written to {Path(result['model_dir']) / 'evaluation.json'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from raynlp.export.pipeline import export_model, format_export_report
+
+    report = export_model(
+        args.run,
+        args.output,
+        kernel_set=args.quantization,
+        data=args.data,
+        min_agreement=args.min_agreement,
+    )
+    print(format_export_report(report))
+    print(f"[raynlp] next: raynlp serve {report['serve_dir']}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from raynlp.config import ServeSection, load_job_config
+    from raynlp.runtime import ray_session
+    from raynlp.serving.app import run_app
+
+    section = load_job_config(args.config).serve if args.config else ServeSection()
+    section.host, section.port = args.host or section.host, args.port or section.port
+    with ray_session(args.address):
+        run_app(args.model_dir, section, blocking=True)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if args.model:
+        from raynlp.serving.predictor import OnnxPredictor
+
+        answers = OnnxPredictor(args.model).predict(texts)
+    else:
+        import requests
+
+        response = requests.post(args.url, json={"texts": texts}, timeout=args.timeout)
+        if response.status_code != 200:
+            print(f"error {response.status_code}: {response.text}", file=sys.stderr)
+            return 1
+        answers = response.json()["predictions"]
+    for text, answer in zip(texts, answers, strict=True):
+        print(json.dumps({"text": text, **answer}))
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from raynlp.tasks import get_task, task_names
+
+    for name in task_names():
+        print(f"{name:<16} {get_task(name).description}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from raynlp.demo import run_demo
+
+    return run_demo(output_dir=args.output_dir, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raynlp",
+        description="Fine-tune transformers on Ray Train + DeepSpeed, export with Optimum, "
+        "serve with Ray Serve.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, handler: Callable[[argparse.Namespace], int], text: str):
+        sub = verbs.add_parser(name, help=text, description=text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    demo = verb(
+        "demo",
+        cmd_demo,
+        "Run the whole pipeline on the packaged MiniLM and SST-2 sample: "
+        "train (2 workers, ZeRO-2) → evaluate → export INT8 → serve → ask over HTTP.",
+    )
+    demo.add_argument("--output-dir", default="runs", help="where the demo run goes (runs/demo)")
+    demo.add_argument("--port", type=int, default=0, help="HTTP port (0 = a free one)")
+
+    validate = verb("validate", cmd_validate, "Check a job config; print what it would run.")
+    validate.add_argument("config", help="job YAML, e.g. jobs/sentiment.yaml")
+
+    train = verb("train", cmd_train, "Fine-tune per a job config on Ray Train + DeepSpeed.")
+    train.add_argument("config", help="job YAML, e.g. jobs/sentiment.yaml")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    train.add_argument("--output-dir", help="override output.dir")
+    train.add_argument(
+        "--address", help="Ray cluster address (default: $RAY_ADDRESS or a private local cluster)"
+    )
+
+    evaluate = verb(
+        "evaluate",
+        cmd_evaluate,
+        "Score a trained model on a data file "
+        "(accuracy, per-class and macro P/R/F1, confusion matrix).",
+    )
+    evaluate.add_argument("model", help="run folder (runs/NAME) or its model/ folder")
+    evaluate.add_argument("data", help="data file (same columns as training) or sample://NAME")
+
+    export = verb(
+        "export",
+        cmd_export,
+        "Export a trained run to ONNX, quantize to INT8, and "
+        "check parity with PyTorch on the validation rows.",
+    )
+    export.add_argument("run", help="run folder (runs/NAME) or its model/ folder")
+    export.add_argument("--output", help="export folder (default: <run>/export)")
+    export.add_argument(
+        "--quantization", default="auto", choices=["auto", "avx512_vnni", "avx2", "arm64", "none"]
+    )
+    export.add_argument("--data", help="rows for the parity check (default: the run's validation)")
+    export.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.99,
+        help="fail if INT8 argmax agreement with PyTorch is below this",
+    )
+
+    serve = verb(
+        "serve",
+        cmd_serve,
+        "Serve an exported model with Ray Serve over HTTP (blocks until Ctrl-C).",
+    )
+    serve.add_argument("model_dir", help="exported folder, e.g. runs/demo/export/int8")
+    serve.add_argument("--config", help="job YAML whose serve: section to use")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    serve.add_argument("--address", help="Ray cluster address")
+
+    predict = verb(
+        "predict",
+        cmd_predict,
+        "Predict texts through a running endpoint (--url) "
+        "or an exported model in-process (--model). Texts from args or stdin.",
+    )
+    predict.add_argument("texts", nargs="*", help="texts (default: one per line on stdin)")
+    predict.add_argument("--url", default="http://127.0.0.1:8000/predict")
+    predict.add_argument("--model", help="exported model folder: predict in-process instead")
+    predict.add_argument("--timeout", type=float, default=30.0)
+
+    verb("tasks", cmd_tasks, "List the registered tasks.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from raynlp.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"raynlp {args.verb}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Request/response models of the sentiment HTTP API and the arguments of the Serve app builder.
+
+The request model is strict: exactly one of ``text`` / ``texts``, no unknown fields, no type
+coercion, no empty or whitespace-only text, and per-deployment limits on text length and list
+size. The limits come from the serve config, so the concrete model is made by
+:func:`request_model`; :class:`PredictRequest` itself carries the default limits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from raynlp.config import ServeSection
+
+DEFAULT_LIMITS = ServeSection()
+
+
+def text_problem(text: str, max_chars: int) -> str | None:
+    """Why ``text`` cannot be predicted (blank, too long, invalid Unicode), else None.
+
+    Unpaired surrogates (``"\\ud800"`` is valid JSON) would make the tokenizer raise.
+    """
+    if not text.strip():
+        return "must not be empty or whitespace only"
+    if len(text) > max_chars:
+        return f"has {len(text)} characters; the limit is {max_chars}"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"is not valid Unicode (unpaired surrogate at character {err.start})"
+    return None
+
+
+class PredictRequest(BaseModel):
+    """``{"text": "..."}`` for one answer or ``{"texts": ["...", ...]}`` for a list of answers."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_text_chars: ClassVar[int] = DEFAULT_LIMITS.max_text_chars
+    max_items: ClassVar[int] = DEFAULT_LIMITS.max_items
+
+    text: StrictStr | None = Field(None, description="One text; the answer is one prediction.")
+    texts: list[StrictStr] | None = Field(
+        None, description="Several texts; the answer is a list of predictions in the same order."
+    )
+
+    @field_validator("text", "texts", mode="before")
+    @classmethod
+    def _no_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null; leave the field out instead")
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _text_ok(cls, value: str) -> str:
+        problem = text_problem(value, cls.max_text_chars)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("texts")
+    @classmethod
+    def _texts_ok(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must hold at least one text")
+        if len(value) > cls.max_items:
+            raise ValueError(f"has {len(value)} items; the limit is {cls.max_items}")
+        for index, text in enumerate(value):
+            problem = text_problem(text, cls.max_text_chars)
+            if problem:
+                raise ValueError(f"item {index} {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PredictRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' (a string) or 'texts' (a list of strings)")
+        return self
+
+    @property
+    def is_single(self) -> bool:
+        """True for a ``text`` request (answer is one object), False for ``texts`` (a list)."""
+        return self.text is not None
+
+    def all_texts(self) -> list[str]:
+        """The request's texts as a list (one element for a ``text`` request)."""
+        return [self.text] if self.text is not None else list(self.texts or [])
+
+
+def request_model(max_text_chars: int, max_items: int) -> type[PredictRequest]:
+    """A :class:`PredictRequest` subclass enforcing these limits (same fields and rules)."""
+    if max_text_chars < 1 or max_items < 1:
+        raise ValueError("max_text_chars and max_items must be >= 1")
+
+    class LimitedPredictRequest(PredictRequest):
+        __doc__ = PredictRequest.__doc__
+        model_config = ConfigDict(title="PredictRequest")
+
+    LimitedPredictRequest.max_text_chars = max_text_chars
+    LimitedPredictRequest.max_items = max_items
+    return LimitedPredictRequest
+
+
+class Prediction(BaseModel):
+    """One classification answer."""
+
+    label: str = Field(description="The most probable class.")
+    score: float = Field(description="Probability of `label`.")
+    scores: dict[str, float] = Field(description="Probability of every class.")
+    truncated: bool = Field(description="True when the text filled the token window (maybe cut).")
+
+
+class BatchStats(BaseModel):
+    """What ``@serve.batch`` did in the answering replica since it started."""
+
+    max_batch_size: int
+    batch_wait_timeout_s: float
+    batches: int = Field(description="Model calls made.")
+    items: int = Field(description="Texts predicted.")
+    largest_batch: int = Field(description="Most texts in one model call.")
+
+
+class InfoResponse(BaseModel):
+    """The model a replica serves and its request limits."""
+
+    task: str
+    labels: list[str] | None
+    model_dir: str
+    base_model: str | None = None
+    max_text_chars: int
+    max_items: int
+    batching: BatchStats
+
+
+class HealthResponse(BaseModel):
+    status: str = "ok"
+
+
+class ErrorItem(BaseModel):
+    field: str = Field(description="Dotted location of the problem, e.g. 'texts' or 'body'.")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Body of every 4xx answer produced by request validation."""
+
+    message: str = Field(description="All problems in one readable line.")
+    errors: list[ErrorItem]
+
+
+_ARG_FIELDS_SET_ELSEWHERE = {
+    "host": "http_options.host of the Serve config",
+    "port": "http_options.port of the Serve config",
+    "route_prefix": "the application's route_prefix",
+}
+
+
+class AppArgs(ServeSection):
+    """Arguments of :func:`raynlp.serving.app.build_app`: a model folder plus ServeSection keys.
+
+    ``host``, ``port`` and ``route_prefix`` belong to the Serve config itself, so setting them
+    here is an error rather than being silently ignored.
+    """
+
+    model_dir: str = Field(
+        min_length=1, description="Exported ONNX folder; must be readable from every replica."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_http_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, where in _ARG_FIELDS_SET_ELSEWHERE.items():
+                if key in data:
+                    raise ValueError(f"'{key}' is not an app argument; set it in {where}")
+        return data
+
+    @classmethod
+    def from_section(cls, model_dir: str, section: ServeSection) -> AppArgs:
+        """App arguments from a job config's serve section (its HTTP keys are left out)."""
+        values = section.model_dump(exclude=set(_ARG_FIELDS_SET_ELSEWHERE))
+        return cls(model_dir=model_dir, **values)
+
+    def builder_args(self) -> dict[str, Any]:
+        """Plain ``args`` mapping that validates back to these arguments (HTTP keys left out)."""
+        return self.model_dump(exclude=set(_ARG_FIELDS_SET_ELSEWHERE))
+
+
+_NOT_AN_OBJECT = (
+    'expected a JSON object such as {"text": "..."} or {"texts": [...]}, '
+    "sent with content-type application/json"
+)
+
+
+def _error_item(error: dict[str, Any]) -> ErrorItem:
+    loc = [str(part) for part in error.get("loc", ())]
+    if loc and loc[0] == "body":
+        loc = loc[1:]
+    if error.get("type") == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error", "JSON decode error")
+        where = f" at character {loc[0]}" if loc else ""
+        return ErrorItem(field="body", message=f"malformed JSON: {reason}{where}")
+    if not loc and error.get("type") == "model_attributes_type":
+        return ErrorItem(field="body", message=_NOT_AN_OBJECT)
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    return ErrorItem(field=".".join(loc) or "body", message=message)
+
+
+def format_errors(errors: list[dict[str, Any]]) -> ErrorResponse:
+    """Readable error body from pydantic/FastAPI error dicts; never echoes the rejected input."""
+    items = [_error_item(error) for error in errors]
+    line = "; ".join(f"{item.field}: {item.message}" for item in items) or "invalid request"
+    return ErrorResponse(message=line, errors=items)
+
+
+def validation_message(err: ValidationError) -> str:
+    """One readable line for a pydantic ValidationError (used for app-argument errors)."""
+    return format_errors(err.errors()).message
