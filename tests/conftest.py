@@ -74,16 +74,7 @@ def write_job(path: Path, job: dict[str, Any]) -> Path:
 @pytest.fixture
 def ray_local():
     """A private 2-CPU Ray cluster for one test, shut down afterwards."""
-    import ray
+    from raynlp.runtime import ray_session
 
-    ray.init(
-        address="local",
-        num_cpus=2,
-        logging_level="ERROR",
-        log_to_driver=True,
-        runtime_env={
-            "env_vars": {"TOKENIZERS_PARALLELISM": "false", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
-        },
-    )
-    yield
-    ray.shutdown()
+    with ray_session(num_cpus=2):
+        yield

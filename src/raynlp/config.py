@@ -49,7 +49,9 @@ class DataSection(_Section):
     validation_split: float = Field(
         0.2, gt=0.0, lt=1.0, description="Share of train held out when there is no validation file."
     )
-    max_train_rows: int | None = Field(None, ge=1, description="Use only the first N train rows.")
+    max_train_rows: int | None = Field(
+        None, ge=1, description="Use only N train rows (a seeded random sample)."
+    )
     max_validation_rows: int | None = Field(None, ge=1)
 
     @field_validator("label_names")

@@ -8,7 +8,13 @@ from collections.abc import Iterator
 
 import ray
 
-WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1"}
+WORKER_ENV = {
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    # Train V2 tees worker print() into its logger as well: every progress line came out twice.
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+}
 
 
 @contextlib.contextmanager
@@ -20,6 +26,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     if ray.is_initialized():
         yield
         return
+    for key, value in WORKER_ENV.items():
+        os.environ.setdefault(key, value)
     target = address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs = {"num_cpus": num_cpus} if target == "local" and num_cpus else {}
     ray.init(

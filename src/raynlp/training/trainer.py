@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -45,12 +46,14 @@ class RunExistsError(FileExistsError):
 
 
 def prepare_data(config: JobConfig) -> PreparedData:
-    """Read the files, split 80/20 when there is no validation file, infer labels."""
+    """Read the files, shuffle train with the seed, split 80/20 when there is no validation file
+    (so ``max_train_rows`` is a seeded random sample), infer labels."""
     data = config.data
     train = read_rows(data.train, data.format)
     if data.validation:
         validation = read_rows(data.validation, data.format)
-    else:
+        random.Random(config.training.seed).shuffle(train)
+    else:  # split_rows shuffles with the seed too
         train, validation = split_rows(train, data.validation_split, config.training.seed)
     if data.max_train_rows:
         train = train[: data.max_train_rows]

@@ -1,0 +1,142 @@
+"""`ray job submit … -- raynlp train job.yaml` against a real head node started by the test.
+
+The head runs under `ray start --head --block` in its own process group, on loopback ports the
+test picked, with a private temp dir; it is stopped by signalling that group (never `ray stop`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import tiny_job, write_job
+
+BIN = Path(sys.executable).parent
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def wait_for(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@pytest.fixture
+def ray_head():
+    """A private head node: yields (dashboard address, env for CLI calls)."""
+    (
+        gcs,
+        dashboard,
+        client,
+        node_manager,
+        object_manager,
+        agent_grpc,
+        agent_http,
+        metrics,
+        runtime_env,
+    ) = free_ports(9)
+    temp_dir = tempfile.mkdtemp(prefix="rnhead", dir="/tmp")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    command = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs}",
+        "--num-cpus=2",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={client}",
+        f"--node-manager-port={node_manager}",
+        f"--object-manager-port={object_manager}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--dashboard-agent-listen-port={agent_http}",
+        f"--metrics-export-port={metrics}",
+        f"--runtime-env-agent-port={runtime_env}",
+        "--min-worker-port=20000",
+        "--max-worker-port=20999",
+        f"--temp-dir={temp_dir}",
+    ]
+    head = subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        wait_for(f"{address}/api/version", timeout=120)
+        yield address, env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=10)
+
+
+@pytest.mark.timeout(600)
+def test_ray_job_submit_trains(tmp_path: Path, tiny_base_model: Path, ray_head):
+    address, env = ray_head
+    work = tmp_path / "work"
+    work.mkdir()
+    job = tiny_job(tmp_path, tiny_base_model, training={"epochs": 1})
+    write_job(work / "job.yaml", job)
+
+    submitted = subprocess.run(
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            address,
+            "--working-dir",
+            str(work),
+            "--",
+            "raynlp",
+            "train",
+            "job.yaml",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
+    output = submitted.stdout + submitted.stderr
+    assert submitted.returncode == 0, output[-3000:]
+    assert "succeeded" in output.lower(), output[-3000:]
+    assert "[raynlp] model written to" in output
+    model_dir = tmp_path / "runs" / "tiny" / "model"
+    assert (model_dir / "raynlp.json").is_file()
+    assert (model_dir / "model.safetensors").is_file()
