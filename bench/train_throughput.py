@@ -133,7 +133,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="raynlp-throughput-"))
     job = job_config(args.rows, args.max_length, args.epochs, work / "runs", args.zero_stage)
-    print("== raynlp train (Ray Train, 2 workers × 1 CPU, DeepSpeed ZeRO-%d)" % args.zero_stage)
+    print(f"== raynlp train (Ray Train, 2 workers × 1 CPU, DeepSpeed ZeRO-{args.zero_stage})")
     raynlp = run_raynlp(job, work)
     print("== plain PyTorch loop (1 process × 2 threads)")
     plain = run_plain_loop(job, threads=2)

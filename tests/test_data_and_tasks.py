@@ -35,7 +35,7 @@ def test_every_format_reads_the_same_rows(tmp_path: Path):
 def test_unknown_extension_asks_for_data_format(tmp_path: Path):
     (tmp_path / "d.txt").write_text("x")
     with pytest.raises(
-        ValueError, match="set data.format to one of csv, tsv, jsonl, json, parquet"
+        ValueError, match=r"set data\.format to one of csv, tsv, jsonl, json, parquet"
     ):
         read_rows(str(tmp_path / "d.txt"))
 
