@@ -1,0 +1,84 @@
+"""Render bench/results/*.json into the README's benchmark table (between the bench markers).
+
+    .venv/bin/python bench/report.py
+
+Only numbers present in the result files are shown; a benchmark that was not run says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def fmt(value, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else str(value)
+
+
+def rows() -> list[str]:
+    lines = ["| benchmark | result | goal | measured on |", "|---|---|---|---|"]
+    throughput = load("train_throughput")
+    if throughput:
+        where = f"{throughput['machine']['cpus']} CPUs, {throughput['machine']['date'][:10]}"
+        lines.append(
+            f"| train_throughput: raynlp (2 workers, ZeRO-{throughput['setup']['zero_stage']}) "
+            f"vs plain PyTorch loop | {throughput['raynlp_samples_per_s']} vs "
+            f"{throughput['plain_samples_per_s']} samples/s → ratio_vs_plain_loop "
+            f"**{fmt(throughput['ratio_vs_plain_loop'])}** | ≥ 1.0 | {where} |"
+        )
+        lines.append(
+            f"| train_throughput: startup_s (command start → first step) | "
+            f"**{fmt(throughput['startup_s'], 1)} s** | ≤ 10 s | {where} |"
+        )
+    latency = load("inference_latency")
+    if latency:
+        where = f"{latency['machine']['cpus']} CPUs, {latency['machine']['date'][:10]}"
+        b1 = latency["batch1"]
+        detail = ", ".join(f"{name} {b1[name]['seq128']['p50_ms']:.1f} ms" for name in b1)
+        lines.append(
+            f"| inference_latency: batch 1, seq 128, p50 ({latency['threads']} thread, INT8 "
+            f"{latency['kernel_set']}) | {detail} → int8_speedup_seq128 "
+            f"**{fmt(latency['int8_speedup_seq128'])}×** | ≥ 3× | {where} |"
+        )
+        b32 = latency["batch32_seq128"]
+        lines.append(
+            "| inference_latency: batch 32 × 128 throughput "
+            f"({latency['batch_threads']} threads) | "
+            + ", ".join(f"{name} {row['sequences_per_s']:.0f}/s" for name, row in b32.items())
+            + f" | — | {where} |"
+        )
+    accuracy = load("accuracy")
+    if accuracy:
+        where = f"{accuracy['machine']['cpus']} CPUs, {accuracy['machine']['date'][:10]}"
+        lines.append(
+            f"| accuracy: SST-2 dev ({accuracy['dev_rows']} rows), trained on "
+            f"{accuracy['train_rows']} rows × {accuracy['epochs']} epoch(s) in "
+            f"{accuracy['train_wall_s']:.0f} s | sst2_dev_accuracy **{fmt(accuracy['sst2_dev_accuracy'], 4)}**, "
+            f"INT8 {fmt(accuracy['sst2_dev_accuracy_int8'], 4)} | ≥ 0.915 (published MiniLM-L6-H384) "
+            f"| {where} |"
+        )
+    if len(lines) == 2:
+        lines.append("| (no results yet) | | | |")
+    return lines
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + START + "\n" + "\n".join(rows()) + "\n" + END + tail)
+    print("\n".join(rows()))
+
+
+if __name__ == "__main__":
+    main()
