@@ -107,3 +107,16 @@ def test_serving_answers_are_softmax_of_logits():
     assert answers[0]["label"] == "pos"
     assert answers[0]["score"] == pytest.approx(0.75)
     assert answers[0]["scores"] == {"neg": pytest.approx(0.25), "pos": pytest.approx(0.75)}
+
+
+def test_export_gate_prefers_int8_only_when_it_holds_the_bound():
+    from raynlp.export.pipeline import choose_variant
+
+    good = {"onnx_fp32": {"agreement": 1.0}, "onnx_int8": {"agreement": 0.995}}
+    assert choose_variant(good, 0.99)[0] == "onnx_int8"
+    lossy = {"onnx_fp32": {"agreement": 1.0}, "onnx_int8": {"agreement": 0.97}}
+    chosen, reason = choose_variant(lossy, 0.99)
+    assert chosen == "onnx_fp32"
+    assert "onnx_int8 rejected: 97.00% agreement < 99%" in reason
+    broken = {"onnx_fp32": {"agreement": 0.5}, "onnx_int8": {"agreement": 0.5}}
+    assert choose_variant(broken, 0.99)[0] is None

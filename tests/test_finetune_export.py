@@ -71,6 +71,7 @@ def test_int8_export_agrees_with_pytorch(minilm_run):
     assert report["parity"]["rows"] == 200
     assert variants["onnx_fp32"]["agreement"] == 1.0
     assert variants["onnx_int8"]["agreement"] >= 0.99
+    assert report["chosen"] == "onnx_int8"
     # ≥ 99% agreement on 200 rows: at most 2 rows differ, so the accuracy moves ≤ 0.01.
     assert abs(variants["onnx_int8"]["value"] - variants["pytorch_fp32"]["value"]) <= 0.01 + 1e-9
     assert report["sizes_mb"]["onnx_int8"] < report["sizes_mb"]["onnx_fp32"] / 3

@@ -59,15 +59,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from raynlp.export.pipeline import export_model, format_export_report
+    from raynlp.export.pipeline import ParityError, export_model, format_export_report
 
-    report = export_model(
-        args.run,
-        args.output,
-        kernel_set=args.quantization,
-        data=args.data,
-        min_agreement=args.min_agreement,
-    )
+    try:
+        report = export_model(
+            args.run,
+            args.output,
+            kernel_set=args.quantization,
+            data=args.data,
+            min_agreement=args.min_agreement,
+        )
+    except ParityError as err:
+        print(f"raynlp export: {err}", file=sys.stderr)
+        return 3
     print(format_export_report(report))
     print(f"[raynlp] next: raynlp serve {report['serve_dir']}")
     return 0
@@ -176,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-agreement",
         type=float,
         default=0.99,
-        help="fail if INT8 argmax agreement with PyTorch is below this",
+        help="serve INT8 only if its argmax agreement with PyTorch is at least this, else fp32 ONNX",
     )
 
     serve = verb(

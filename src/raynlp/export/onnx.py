@@ -72,7 +72,9 @@ def quantize_dynamic_int8(onnx_dir: Path, target: Path, kernel_set: str) -> Path
     if target.exists():
         shutil.rmtree(target)
     quantizer = ORTQuantizer.from_pretrained(str(onnx_dir))
-    config = getattr(AutoQuantizationConfig, kernel_set)(is_static=False, per_channel=False)
+    # Per-channel weight scales: on the avx2 kernels per-tensor scales flipped 2.75% of a
+    # fine-tuned MiniLM's SST-2 predictions, per-channel 1.5%, at about the same latency.
+    config = getattr(AutoQuantizationConfig, kernel_set)(is_static=False, per_channel=True)
     quantizer.quantize(save_dir=str(target), quantization_config=config)
     shutil.copy(onnx_dir / MODEL_META_FILE, target / MODEL_META_FILE)
     from transformers import AutoTokenizer
