@@ -1,4 +1,5 @@
-"""`ray job submit … -- raynlp train job.yaml` against a real head node started by the test.
+"""Stock Ray tooling against a real head node the test starts: `ray job submit … -- raynlp train`,
+then `serve deploy` of the shipped serve/sentiment.yaml over the model that job trained.
 
 The head runs under `ray start --head --block` in its own process group, on loopback ports the
 test picked, with a private temp dir; it is stopped by signalling that group (never `ray stop`).
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import tiny_job, write_job
+import yaml
+from conftest import REPO, tiny_job, write_job
 
 BIN = Path(sys.executable).parent
 
@@ -45,7 +47,7 @@ def wait_for(url: str, timeout: float) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head():
     """A private head node: yields (dashboard address, env for CLI calls)."""
     (
@@ -106,9 +108,15 @@ def ray_head():
             head.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def job_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("job")
+
+
 @pytest.mark.timeout(600)
-def test_ray_job_submit_trains(tmp_path: Path, tiny_base_model: Path, ray_head):
+def test_ray_job_submit_trains(job_dir: Path, tiny_base_model: Path, ray_head):
     address, env = ray_head
+    tmp_path = job_dir
     work = tmp_path / "work"
     work.mkdir()
     job = tiny_job(tmp_path, tiny_base_model, training={"epochs": 1})
@@ -140,3 +148,47 @@ def test_ray_job_submit_trains(tmp_path: Path, tiny_base_model: Path, ray_head):
     model_dir = tmp_path / "runs" / "tiny" / "model"
     assert (model_dir / "raynlp.json").is_file()
     assert (model_dir / "model.safetensors").is_file()
+
+
+@pytest.mark.timeout(300)
+def test_serve_deploy_of_the_shipped_config(job_dir: Path, ray_head):
+    """serve/sentiment.yaml, with only model_dir and the port changed, deploys and answers."""
+    from raynlp.export.pipeline import export_model
+
+    address, env = ray_head
+    run_dir = job_dir / "runs" / "tiny"
+    if not (run_dir / "model").is_dir():
+        pytest.skip("needs the model trained by test_ray_job_submit_trains")
+    export_model(run_dir, max_rows=64, min_agreement=0.0)
+    (port,) = free_ports(1)
+    config = yaml.safe_load((REPO / "serve" / "sentiment.yaml").read_text())
+    config["http_options"]["port"] = port
+    config["applications"][0]["args"]["model_dir"] = str(run_dir / "export" / "serving")
+    deploy_file = job_dir / "serve.yaml"
+    deploy_file.write_text(yaml.safe_dump(config))
+
+    serve_cli = [str(BIN / "serve")]
+    deployed = subprocess.run(
+        [*serve_cli, "deploy", "--address", address, str(deploy_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(f"{url}/healthz", timeout=180)
+        answer = requests.post(f"{url}/predict", json={"text": "Best movie ever!"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["label"] in ("negative", "positive")
+        bad = requests.post(f"{url}/predict", json={"text": "   "}, timeout=30)
+        assert bad.status_code == 422
+    finally:
+        subprocess.run(
+            [*serve_cli, "shutdown", "-y", "--address", address],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )

@@ -244,7 +244,7 @@ def test_serve_config_file_is_valid_for_ray_and_the_builder() -> None:
     module_name, attr = app.import_path.split(":")
     assert getattr(importlib.import_module(module_name), attr) is build_app
     args = parse_app_args(app.args)
-    assert args.model_dir == "runs/demo/export/int8"
+    assert args.model_dir == "runs/demo/export/serving"
 
 
 def test_serve_calls_the_builder_with_config_args(tiny_int8_model: Path) -> None:

@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_serve,
         "Serve an exported model with Ray Serve over HTTP (blocks until Ctrl-C).",
     )
-    serve.add_argument("model_dir", help="exported folder, e.g. runs/demo/export/int8")
+    serve.add_argument("model_dir", help="exported folder, e.g. runs/demo/export/serving")
     serve.add_argument("--config", help="job YAML whose serve: section to use")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")

@@ -22,6 +22,9 @@ class ParityError(RuntimeError):
     """Even the fp32 ONNX export disagrees with PyTorch more than the bound allows."""
 
 
+SERVING_LINK = "serving"
+"""``<export>/serving`` links to the chosen variant's folder."""
+
 PREFERENCE = ("onnx_int8", "onnx_int8_attention", "onnx_fp32")
 """Fastest first: the first variant whose argmax agreement holds the bound is served
 (full INT8; INT8 with the feed-forward MatMuls kept fp32; fp32 ONNX)."""
@@ -103,6 +106,11 @@ def export_model(
         "wall_s": round(time.perf_counter() - started, 1),
     }
     (target / "export_report.json").write_text(json.dumps(report, indent=2))
+    serving = target / SERVING_LINK
+    if serving.is_symlink() or serving.exists():
+        serving.unlink()
+    if chosen is not None:  # a stable path for serve configs, whichever variant won
+        serving.symlink_to(variants[chosen].name, target_is_directory=True)
     if chosen is None:
         raise ParityError(f"no exported variant holds the bound: {reason}")
     return report
