@@ -66,6 +66,17 @@ def rows() -> list[str]:
             f"INT8 {fmt(accuracy['sst2_dev_accuracy_int8'], 4)} | ≥ 0.915 (published MiniLM-L6-H384) "
             f"| {where} |"
         )
+    gpu = load("gpu_check")
+    if gpu:
+        train = gpu["train"]
+        lines.append(
+            f"| gpu_check: raynlp's DeepSpeed path on {gpu['gpu']} ({train['backend']}, "
+            f"{train['precision']}, ZeRO-{train['zero_stage']}, BERT-base size, no Ray) | "
+            f"{train['samples_per_s']} samples/s, loss {train['loss_first5']} → "
+            f"{train['loss_last5']}, consolidated model agrees "
+            f"{train['consolidated_argmax_agreement_bf16_engine_vs_fp32']:.0%}; ORT CUDA: "
+            f"{gpu['ort'].get('cuda_provider', gpu['ort'].get('error'))} | — | 1 GPU |"
+        )
     if len(lines) == 2:
         lines.append("| (no results yet) | | | |")
     return lines

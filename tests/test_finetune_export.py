@@ -14,8 +14,9 @@ import pytest
 from raynlp.cli import main as raynlp
 from raynlp.config import parse_job_config
 
-ACCURACY_BAR = 0.75
-"""MiniLM after ~50 steps on 800 rows reaches ~0.8 on these held-out rows; chance is 0.5."""
+ACCURACY_BAR = 0.78
+"""MiniLM after ~75 steps on 1,200 rows reaches ~0.8 on these held-out rows; chance is 0.5.
+(Fewer steps leave many predictions near 0.5, where INT8 rounding flips them.)"""
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,8 @@ def minilm_run(tmp_path_factory: pytest.TempPathFactory):
                 "validation": "sample://sst2_validation.tsv",
                 "text_column": "sentence",
                 "label_names": ["negative", "positive"],
-                "max_train_rows": 800,
-                "max_validation_rows": 200,
+                "max_train_rows": 1200,
+                "max_validation_rows": 400,
             },
             "training": {"learning_rate": 1e-4, "epochs": 2, "warmup_ratio": 0.1},
             "output": {"dir": str(tmp_path_factory.mktemp("minilm"))},
@@ -68,13 +69,13 @@ def test_int8_export_agrees_with_pytorch(minilm_run):
     report = export_model(minilm_run.run_dir, min_agreement=0.99)
     variants = report["parity"]["variants"]
     assert set(variants) == {"pytorch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_attention"}
-    assert report["parity"]["rows"] == 200
+    assert report["parity"]["rows"] == 400
     assert variants["onnx_fp32"]["agreement"] == 1.0
     # The gate serves the fastest INT8 variant that agrees with PyTorch on >= 99% of rows.
     chosen = report["chosen"]
     assert chosen in ("onnx_int8", "onnx_int8_attention"), report["reason"]
     assert variants[chosen]["agreement"] >= 0.99
-    # ≥ 99% agreement on 200 rows: at most 2 rows differ, so the accuracy moves ≤ 0.01.
+    # ≥ 99% agreement on 400 rows: at most 4 rows differ, so the accuracy moves ≤ 0.01.
     assert abs(variants[chosen]["value"] - variants["pytorch_fp32"]["value"]) <= 0.01 + 1e-9
     assert variants[chosen]["p50_ms"] < variants["pytorch_fp32"]["p50_ms"]
     assert report["sizes_mb"]["onnx_int8"] < report["sizes_mb"]["onnx_fp32"] / 3
