@@ -14,7 +14,7 @@ import pytest
 from raynlp.cli import main as raynlp
 from raynlp.config import parse_job_config
 
-ACCURACY_BAR = 0.78
+ACCURACY_BAR = 0.75
 """MiniLM after ~75 steps on 1,200 rows reaches ~0.8 on these held-out rows; chance is 0.5.
 (Fewer steps leave many predictions near 0.5, where INT8 rounding flips them.)"""
 
