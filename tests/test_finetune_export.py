@@ -64,9 +64,10 @@ def test_evaluate_cli_reports_metrics(minilm_run, capsys):
 
 @pytest.mark.timeout(300)
 def test_int8_export_agrees_with_pytorch(minilm_run):
-    from raynlp.export.pipeline import export_model
-
-    report = export_model(minilm_run.run_dir, min_agreement=0.99)
+    # Through the CLI: the bound and kernel set come from the run's saved `export:` section.
+    assert raynlp(["export", str(minilm_run.run_dir)]) == 0
+    report = json.loads((minilm_run.run_dir / "export" / "export_report.json").read_text())
+    assert report["min_agreement"] == 0.99
     variants = report["parity"]["variants"]
     assert set(variants) == {"pytorch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_attention"}
     assert report["parity"]["rows"] == 400
@@ -81,4 +82,5 @@ def test_int8_export_agrees_with_pytorch(minilm_run):
     assert report["sizes_mb"]["onnx_int8"] < report["sizes_mb"]["onnx_fp32"] / 3
     serve_dir = Path(report["serve_dir"])
     assert serve_dir.name in ("int8", "int8_attention")
+    assert (minilm_run.run_dir / "export" / "serving").resolve() == serve_dir.resolve()
     assert (serve_dir / "raynlp.json").is_file() and (serve_dir / "tokenizer.json").is_file()

@@ -59,15 +59,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from raynlp.export.pipeline import ParityError, export_model, format_export_report
+    from raynlp.export.pipeline import (
+        ParityError,
+        export_model,
+        export_settings,
+        format_export_report,
+    )
 
+    settings = export_settings(args.run)  # the run's `export:` section, or the defaults
     try:
         report = export_model(
             args.run,
             args.output,
-            kernel_set=args.quantization,
+            kernel_set=args.quantization or settings.quantization,
             data=args.data,
-            min_agreement=args.min_agreement,
+            min_agreement=settings.min_argmax_agreement
+            if args.min_agreement is None
+            else args.min_agreement,
         )
     except ParityError as err:
         print(f"raynlp export: {err}", file=sys.stderr)
@@ -173,14 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run", help="run folder (runs/NAME) or its model/ folder")
     export.add_argument("--output", help="export folder (default: <run>/export)")
     export.add_argument(
-        "--quantization", default="auto", choices=["auto", "avx512_vnni", "avx2", "arm64", "none"]
+        "--quantization",
+        choices=["auto", "avx512_vnni", "avx2", "arm64", "none"],
+        help="INT8 kernel set (default: the run's export.quantization, auto)",
     )
     export.add_argument("--data", help="rows for the parity check (default: the run's validation)")
     export.add_argument(
         "--min-agreement",
         type=float,
-        default=0.99,
-        help="serve INT8 only if its argmax agreement with PyTorch is at least this, else fp32 ONNX",
+        help="serve INT8 only if its argmax agreement with PyTorch is at least this, else fp32 "
+        "ONNX (default: the run's export.min_argmax_agreement, 0.99)",
     )
 
     serve = verb(

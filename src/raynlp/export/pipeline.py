@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from raynlp.config import ExportSection, load_job_config
 from raynlp.data.readers import read_rows
 from raynlp.export.onnx import (
     FEED_FORWARD_NODES,
@@ -43,6 +44,14 @@ def choose_variant(variants: dict[str, Any], min_agreement: float) -> tuple[str 
             return name, "; ".join([*rejected, why])
         rejected.append(f"{name} rejected: {agreement:.2%} agreement < {min_agreement:.0%}")
     return None, "; ".join(rejected)
+
+
+def export_settings(path: str | Path) -> ExportSection:
+    """The ``export:`` section of the run's saved config.yaml (defaults when there is none)."""
+    config_file = locate_model_dir(path).parent / "config.yaml"
+    if config_file.is_file():
+        return load_job_config(config_file, check_files=False).export
+    return ExportSection()
 
 
 def locate_model_dir(path: str | Path) -> Path:

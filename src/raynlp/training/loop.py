@@ -77,10 +77,12 @@ def _resume_state(engine: Any) -> dict[str, Any]:
 class ProgressPrinter:
     """One console line every N steps on rank 0: epoch, step, loss, throughput, ETA."""
 
-    def __init__(self, total_steps: int, samples_per_step: int, every: int, rank: int):
+    def __init__(
+        self, total_steps: int, samples_per_step: int, every: int, rank: int, started: float
+    ):
         self.total_steps, self.samples_per_step, self.every = total_steps, samples_per_step, every
         self.enabled = rank == 0
-        self.started = time.perf_counter()
+        self.started = started
         self.first_step_at: float | None = None
 
     def step(self, epoch: int, step: int, loss: float, lr: float) -> None:
@@ -88,7 +90,11 @@ class ProgressPrinter:
         if self.first_step_at is None:
             self.first_step_at = now
             if self.enabled:
-                print(f"[raynlp] first step after {now - self.started:.1f}s of setup", flush=True)
+                print(
+                    f"[raynlp] first step after {now - self.started:.1f}s of worker set-up "
+                    "(model, DeepSpeed engine, data shard)",
+                    flush=True,
+                )
         if not self.enabled or step % self.every:
             return
         elapsed = max(now - self.first_step_at, 1e-9)
@@ -104,6 +110,7 @@ class ProgressPrinter:
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import deepspeed
 
+    started = time.perf_counter()
     config = JobConfig.model_validate(loop_config["job"])
     task = get_task(config.task)
     labels = loop_config["labels"]
@@ -139,6 +146,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         config.per_worker_batch_size * ctx.world_size,
         config.training.log_every_steps,
         ctx.rank,
+        started,
     )
 
     # --- train ---
