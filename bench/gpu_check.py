@@ -164,6 +164,46 @@ def train_check(
     }
 
 
+def ray_train_check(model_dir: Path, work: Path) -> dict:
+    """The real `raynlp train` path: TorchTrainer, 1 GPU worker, NCCL + bf16 + ZeRO-2."""
+    from raynlp.config import parse_job_config
+    from raynlp.runtime import ray_session
+    from raynlp.training.trainer import train
+
+    config = parse_job_config(
+        {
+            "name": "gpu-ray",
+            "model": {"name_or_path": str(model_dir), "max_length": 128},
+            "data": {
+                "train": "sample://sst2_train.tsv",
+                "validation": "sample://sst2_validation.tsv",
+                "text_column": "sentence",
+                "label_names": ["negative", "positive"],
+            },
+            "training": {
+                "batch_size": 32,
+                "learning_rate": 5e-5,
+                "epochs": 2,
+                "log_every_steps": 20,
+            },
+            "scaling": {
+                "num_workers": 1,
+                "use_gpu": True,
+                "resources_per_worker": {"CPU": 4, "GPU": 1},
+            },
+            "deepspeed": {"zero_stage": 2, "precision": "auto"},
+            "output": {"dir": str(work)},
+        }
+    )
+    with ray_session():
+        result = train(config)
+    return {
+        "wall_s": result.metrics["wall_s"],
+        "history": result.metrics["history"],
+        "model_files": sorted(p.name for p in result.model_dir.iterdir()),
+    }
+
+
 def ort_cuda_check(model_dir: Path) -> dict:
     import onnxruntime as ort
 
@@ -234,6 +274,14 @@ def main() -> None:
             model_dir, args.steps, args.batch_size, args.max_length, use_gpu
         )
         print(json.dumps(result["train"], indent=2), flush=True)
+        if args.ray:
+            dist.destroy_process_group()  # Ray Train sets up its own NCCL group
+            try:
+                result["ray_train"] = ray_train_check(model_dir, Path(tempfile.mkdtemp()))
+            except Exception as err:  # report, do not lose the other numbers
+                result["ray_train"] = {"error": f"{type(err).__name__}: {err}"}
+            print(json.dumps(result["ray_train"], indent=2), flush=True)
+            init_process_group(use_gpu)
         try:
             result["ort"] = ort_cuda_check(model_dir)
         except Exception as err:  # report, do not lose the training numbers
