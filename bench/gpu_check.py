@@ -252,6 +252,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "gpu_check.json"))
     parser.add_argument(
+        "--ray", action="store_true", help="also run `raynlp train` through Ray Train on the GPU"
+    )
+    parser.add_argument(
         "--cpu-smoke",
         action="store_true",
         help="rehearse the script on CPU (gloo, fp32, a tiny model) before a GPU run",
