@@ -96,17 +96,61 @@ def _consolidate(
     return model_dir, meta
 
 
+def build_trainer(
+    config: JobConfig,
+    labels: list[str] | None,
+    model_path: str,
+    train_features: dict[str, np.ndarray],
+    validation_features: dict[str, np.ndarray],
+) -> Any:
+    """The TorchTrainer: per-worker DeepSpeed loop, sharded train data, best-N checkpoints."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from raynlp.training.loop import train_loop_per_worker
+
+    task = get_task(config.task)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "job": config.model_dump(mode="json"),
+            "labels": labels,
+            "model_path": model_path,
+            "train_rows_per_worker": len(next(iter(train_features.values())))
+            // config.scaling.num_workers,
+        },
+        torch_config=TorchConfig(backend=distributed_backend(config)),
+        scaling_config=ScalingConfig(
+            num_workers=config.scaling.num_workers,
+            use_gpu=config.scaling.use_gpu,
+            resources_per_worker=config.scaling.resources_per_worker,
+            placement_strategy=config.scaling.placement_strategy,
+        ),
+        datasets={
+            "train": _to_ray_dataset(train_features),
+            "validation": _to_ray_dataset(validation_features),
+        },
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(
+            name="train",
+            storage_path=str(config.run_dir.resolve() / "ray"),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=config.output.checkpoints_to_keep,
+                checkpoint_score_attribute=f"val_{task.best_metric}",
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
+
+
 def train(config: JobConfig, overwrite: bool = False) -> TrainingResult:
     """Fine-tune per ``config`` on the current Ray cluster and write ``<output.dir>/<name>/``.
 
     The run folder holds ``model/`` (a Hugging Face ``save_pretrained`` folder + ``raynlp.json``),
     ``metrics.json``, the resolved ``config.yaml``, the validation rows, and Ray's checkpoints.
     """
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
     from transformers import AutoTokenizer
-
-    from raynlp.training.loop import train_loop_per_worker
 
     run_dir = config.run_dir.resolve()
     if run_dir.exists():
@@ -133,36 +177,8 @@ def train(config: JobConfig, overwrite: bool = False) -> TrainingResult:
         flush=True,
     )
 
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "job": config.model_dump(mode="json"),
-            "labels": prepared.labels,
-            "model_path": model_path,
-            "train_rows_per_worker": len(prepared.train_rows) // config.scaling.num_workers,
-        },
-        torch_config=TorchConfig(backend=distributed_backend(config)),
-        scaling_config=ScalingConfig(
-            num_workers=config.scaling.num_workers,
-            use_gpu=config.scaling.use_gpu,
-            resources_per_worker=config.scaling.resources_per_worker,
-            placement_strategy=config.scaling.placement_strategy,
-        ),
-        datasets={
-            "train": _to_ray_dataset(train_features),
-            "validation": _to_ray_dataset(validation_features),
-        },
-        dataset_config=DataConfig(datasets_to_split=["train"]),
-        run_config=RunConfig(
-            name="train",
-            storage_path=str(run_dir / "ray"),
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=config.output.checkpoints_to_keep,
-                checkpoint_score_attribute=f"val_{task.best_metric}",
-                checkpoint_score_order="max",
-            ),
-            failure_config=FailureConfig(max_failures=0),
-        ),
+    trainer = build_trainer(
+        config, prepared.labels, model_path, train_features, validation_features
     )
     result = trainer.fit()
     if result.error:
