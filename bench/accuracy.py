@@ -61,6 +61,7 @@ def main() -> None:
     pytorch = evaluate_model(run_dir / "model", dev)["metrics"]
     report = export_model(run_dir, data=dev, max_rows=None, min_agreement=0.0)
     int8 = report["parity"]["variants"]["onnx_int8"]
+    served = report["parity"]["variants"][report["chosen"]]
     print(
         f"SST-2 dev accuracy: PyTorch {pytorch['accuracy']:.4f}, INT8 {int8['value']:.4f} "
         f"(agreement {int8['agreement']:.2%}); published MiniLM-L6-H384 0.915"
@@ -71,6 +72,9 @@ def main() -> None:
             "sst2_dev_accuracy": round(pytorch["accuracy"], 4),
             "sst2_dev_accuracy_int8": round(int8["value"], 4),
             "sst2_dev_int8_agreement": round(int8["agreement"], 4),
+        "served_variant": report["chosen"],
+        "served_accuracy": round(served["value"], 4),
+        "served_agreement": round(served["agreement"], 4),
             "sst2_dev_f1_macro": round(pytorch["f1_macro"], 4),
             "dev_rows": pytorch["num_examples"],
             "train_rows": args.max_train_rows or "all (67,349)",
