@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result
 
 from raynlp.export.onnx import export_onnx, pick_kernel_set, quantize_dynamic_int8
+from raynlp.export.parity import onnx_runner
 from raynlp.export.pipeline import locate_model_dir
 from raynlp.inference import torch_runner
-from raynlp.serving.predictor import find_onnx_file, make_session
 
 TEXT = (
     "An unexpectedly moving film: the performances are warm and precise, the script takes its "
@@ -103,10 +103,8 @@ def main() -> None:
         torch.set_num_threads(threads)
         torch_run = torch_runner(model_dir)
         result = {"pytorch_fp32": torch_run}
-        for name, folder in (("onnx_fp32", onnx_dir), ("onnx_int8", int8_dir)):
-            session = make_session(find_onnx_file(folder), threads)
-            names = [item.name for item in session.get_inputs()]
-            result[name] = lambda f, s=session, n=names: s.run(None, {k: f[k] for k in n})[0]
+        result["onnx_fp32"] = onnx_runner(onnx_dir, threads)
+        result["onnx_int8"] = onnx_runner(int8_dir, threads)
         return result
 
     results: dict = {"batch1": {}, "batch32_seq128": {}}
