@@ -48,12 +48,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from raynlp.evaluation import evaluate_model, format_classification_report
+    from raynlp.evaluation import evaluate_model, format_metrics
     from raynlp.export.pipeline import locate_model_dir
 
     result = evaluate_model(locate_model_dir(args.model), args.data)
     metrics = result["metrics"]
-    print(format_classification_report(metrics) if "per_class" in metrics else metrics)
+    print(format_metrics(metrics))
     print(f"[raynlp] written to {Path(result['model_dir']) / 'evaluation.json'}")
     return 0
 
@@ -76,6 +76,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             min_agreement=settings.min_argmax_agreement
             if args.min_agreement is None
             else args.min_agreement,
+            max_metric_drop=settings.max_metric_drop
+            if args.max_metric_drop is None
+            else args.max_metric_drop,
         )
     except ParityError as err:
         print(f"raynlp export: {err}", file=sys.stderr)
@@ -189,8 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--min-agreement",
         type=float,
-        help="serve INT8 only if its argmax agreement with PyTorch is at least this, else fp32 "
-        "ONNX (default: the run's export.min_argmax_agreement, 0.99)",
+        help="serve a variant only if it answers like PyTorch on at least this share of rows "
+        "(default: the run's export.min_argmax_agreement, 0.99)",
+    )
+    export.add_argument(
+        "--max-metric-drop",
+        type=float,
+        help="... and its metric drops by at most this (default: export.max_metric_drop, 0.005)",
     )
 
     serve = verb(

@@ -39,10 +39,19 @@ class ModelSection(_Section):
 class DataSection(_Section):
     train: str = Field(description="Training file: .csv/.tsv/.jsonl/.json/.parquet or sample://…")
     validation: str | None = Field(None, description="Validation file; split from train if unset.")
-    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet"] = "auto"
-    text_column: str = "text"
-    text_pair_column: str | None = Field(None, description="Second text column for pair tasks.")
-    label_column: str = "label"
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "conll", "squad"] = "auto"
+    text_column: str | None = Field(
+        None,
+        description="Input column (default per task: text, sentence1, tokens, question, document).",
+    )
+    text_pair_column: str | None = Field(
+        None,
+        description="Second input column (default per task: sentence2 for similarity, context for QA).",
+    )
+    label_column: str | None = Field(
+        None,
+        description="Target column (default per task: label, score, ner_tags, answers, summary).",
+    )
     label_names: list[str] | None = Field(
         None, description="Class names in label-id order; inferred from the data when unset."
     )
@@ -122,6 +131,45 @@ class DeepSpeedSection(_Section):
         return value
 
 
+class NerSection(_Section):
+    """Options of the ``ner`` task."""
+
+    crf: bool = Field(
+        False, description="A CRF layer over the word-level tag scores (Viterbi decoding)."
+    )
+    label_all_subtokens: bool = Field(
+        False, description="Train on every word piece (default: first piece of each word only)."
+    )
+
+
+class QaSection(_Section):
+    """Options of the ``qa`` task (extractive, SQuAD-style)."""
+
+    doc_stride: int = Field(128, ge=8, description="Tokens of overlap between context windows.")
+    max_answer_length: int = Field(30, ge=1, description="Longest answer span, in tokens.")
+    n_best: int = Field(20, ge=1, description="Start/end candidates considered per window.")
+
+
+class SummarizationSection(_Section):
+    """Options of the ``summarization`` task (seq2seq)."""
+
+    source_prefix: str = Field(
+        "", description="Text put before every document, e.g. 'summarize: ' for T5 models."
+    )
+    max_target_length: int = Field(64, ge=4, le=1024, description="Summary tokens in training.")
+    num_beams: int = Field(4, ge=1, le=16, description="Beam width of generation.")
+    max_new_tokens: int = Field(48, ge=1, le=1024, description="Longest generated summary.")
+    min_new_tokens: int = Field(0, ge=0)
+    no_repeat_ngram_size: int = Field(3, ge=0)
+    length_penalty: float = Field(1.0)
+    eval_num_beams: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="Beam width for validation during training (default num_beams).",
+    )
+
+
 class OutputSection(_Section):
     dir: str = Field("runs", description="Runs are written to <dir>/<name>.")
     checkpoints_to_keep: int = Field(2, ge=1)
@@ -131,7 +179,16 @@ class ExportSection(_Section):
     quantization: Literal["auto", "avx512_vnni", "avx2", "arm64", "none"] = Field(
         "auto", description="Dynamic INT8 kernel set; 'auto' picks the best the CPU supports."
     )
-    min_argmax_agreement: float = Field(0.99, ge=0.0, le=1.0)
+    min_argmax_agreement: float = Field(
+        0.99,
+        ge=0.0,
+        le=1.0,
+        description="Share of validation predictions a variant must give exactly as PyTorch does "
+        "(class, tag, answer span, summary; similarity: score within 0.1).",
+    )
+    max_metric_drop: float = Field(
+        0.005, ge=0.0, le=1.0, description="Largest drop of the task's metric a variant may have."
+    )
 
 
 class ServeSection(_Section):
@@ -167,6 +224,9 @@ class JobConfig(_Section):
     output: OutputSection = Field(default_factory=OutputSection)
     export: ExportSection = Field(default_factory=ExportSection)
     serve: ServeSection = Field(default_factory=ServeSection)
+    ner: NerSection = Field(default_factory=NerSection)
+    qa: QaSection = Field(default_factory=QaSection)
+    summarization: SummarizationSection = Field(default_factory=SummarizationSection)
 
     @field_validator("task")
     @classmethod

@@ -67,28 +67,37 @@ def format_classification_report(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A readable block of any task's metrics (classification gets its full report)."""
+    if "per_class" in metrics:
+        return format_classification_report(metrics)
+    lines = ["  ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(metrics).items())]
+    for name, row in (metrics.get("per_type") or {}).items():
+        lines.append(
+            f"  {name:<10} P {row['precision']:.4f}  R {row['recall']:.4f}  F1 {row['f1']:.4f}  "
+            f"support {row['support']}"
+        )
+    return "\n".join(lines)
+
+
 def evaluate_model(model_dir: str | Path, data: str, batch_size: int = 32) -> dict[str, Any]:
-    """Score a trained model folder on a data file with its task's metrics (PyTorch, in-process).
+    """Score a trained model folder on a data file with its task's metrics (in-process).
 
-    The file is read with the columns recorded at training time (``raynlp.json``); the result is
-    also written to ``evaluation.json`` beside the model.
+    The file is read with the columns recorded at training time (``raynlp.json``); the result,
+    with every prediction, is also written to ``evaluation.json`` beside the model.
     """
-    from transformers import AutoTokenizer
-
     from raynlp.data.readers import read_rows
-    from raynlp.inference import logits_in_batches, torch_runner
-    from raynlp.tasks import get_task
-    from raynlp.tasks.base import InputSpec
-    from raynlp.training.checkpoints import read_model_meta
+    from raynlp.inference import ModelRunner
 
-    model_dir = Path(model_dir)
-    meta = read_model_meta(model_dir)
-    task = get_task(meta["task"])
+    runner = ModelRunner(model_dir)
     rows = read_rows(data)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    features = task.encode(rows, tokenizer, InputSpec.from_meta(meta), meta["labels"])
-    logits = logits_in_batches(torch_runner(model_dir), features, batch_size)
-    metrics = task.compute_metrics({"logits": logits, "labels": features["labels"]}, meta["labels"])
-    result = {"model_dir": str(model_dir), "data": data, "task": meta["task"], "metrics": metrics}
-    (model_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
+    metrics, predictions = runner.score(rows, batch_size)
+    result = {
+        "model_dir": str(runner.model_dir),
+        "data": data,
+        "task": runner.meta["task"],
+        "metrics": metrics,
+        "predictions": predictions,
+    }
+    (runner.model_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
     return result

@@ -13,7 +13,11 @@ def samples_dir() -> Path:
 
 
 def available_samples() -> list[str]:
-    return sorted(p.name for p in samples_dir().iterdir() if not p.name.startswith("."))
+    return sorted(
+        p.name
+        for p in samples_dir().iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name != "README.md"
+    )
 
 
 def resolve_data_path(value: str) -> Path:

@@ -7,8 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from raynlp.serving.predictor import find_onnx_file
-from raynlp.training.checkpoints import MODEL_META_FILE, read_model_meta
+from raynlp.training.checkpoints import read_model_meta
 
 KERNEL_SETS = ("avx512_vnni", "avx2", "arm64")
 
@@ -36,17 +35,29 @@ def pick_kernel_set(requested: str = "auto") -> str:
     return "avx2"
 
 
-def _copy_side_files(model_dir: Path, target: Path) -> None:
-    """Tokenizer + raynlp.json beside every ONNX model, so each folder is self-contained."""
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(target))
-    shutil.copy(model_dir / MODEL_META_FILE, target / MODEL_META_FILE)
+def copy_side_files(source: Path, target: Path) -> None:
+    """Tokenizer, configs, raynlp.json (and a CRF's transitions) beside every ONNX model, so each
+    export folder is self-contained."""
+    for item in source.iterdir():
+        if item.name == "evaluation.json":
+            continue
+        if (
+            item.is_file()
+            and item.suffix not in (".onnx", ".onnx_data", ".bin")
+            and not (item.name.startswith("model") and item.suffix == ".safetensors")
+        ) and not (target / item.name).exists():
+            shutil.copy(item, target / item.name)
 
 
 def export_onnx(model_dir: Path, target: Path) -> Path:
-    """fp32 ONNX export through Optimum's ORTModel for the model's task."""
+    """fp32 ONNX export through Optimum's ORTModel class for the model's task.
+
+    Seq2seq: T5-style models export encoder, decoder and decoder-with-past (key/value cache);
+    a BERT2BERT ``EncoderDecoderModel`` exports without the cache (Optimum supports no past
+    for a BERT decoder), so generation re-runs the decoder over the prefix at every step.
+    """
     import optimum.onnxruntime as ort_models
+    from transformers import AutoConfig, AutoTokenizer
 
     from raynlp.tasks import get_task
 
@@ -54,9 +65,14 @@ def export_onnx(model_dir: Path, target: Path) -> Path:
     model_class = getattr(ort_models, task.ort_model_class)
     if target.exists():
         shutil.rmtree(target)
-    model = model_class.from_pretrained(str(model_dir), export=True)
+    kwargs = {}
+    if task.ort_model_class == "ORTModelForSeq2SeqLM":
+        model_type = AutoConfig.from_pretrained(str(model_dir)).model_type
+        kwargs = {"use_cache": model_type != "encoder-decoder", "use_merged": False}
+    model = model_class.from_pretrained(str(model_dir), export=True, **kwargs)
     model.save_pretrained(str(target))
-    _copy_side_files(model_dir, target)
+    AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(target))
+    copy_side_files(model_dir, target)
     return target
 
 
@@ -84,7 +100,8 @@ def weight_matmuls(onnx_file: Path, keep_fp32: tuple[str, ...]) -> list[str]:
 def quantize_dynamic_int8(
     onnx_dir: Path, target: Path, kernel_set: str, keep_fp32: tuple[str, ...] = ()
 ) -> Path:
-    """Dynamic INT8 (weights int8, activations quantized at run time) with Optimum's ORTQuantizer.
+    """Dynamic INT8 (weights int8, activations quantized at run time) with Optimum's ORTQuantizer,
+    of every graph in the folder (one, or encoder + decoders for seq2seq).
 
     With ``keep_fp32`` (node-name regexes) only the other weight MatMuls are quantized.
     Quantize the plain export: quantizing an ORTOptimizer output fails, and ONNX Runtime applies
@@ -93,20 +110,20 @@ def quantize_dynamic_int8(
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
+    from raynlp.export.files import onnx_file_names
+
     if kernel_set not in KERNEL_SETS:
         raise ValueError(f"unknown INT8 kernel set {kernel_set!r}; allowed: {KERNEL_SETS}")
     if target.exists():
         shutil.rmtree(target)
-    nodes = weight_matmuls(find_onnx_file(onnx_dir), keep_fp32) if keep_fp32 else None
-    quantizer = ORTQuantizer.from_pretrained(str(onnx_dir))
-    # Per-channel weight scales: on the avx2 kernels per-tensor scales flipped 2.75% of a
-    # fine-tuned MiniLM's SST-2 predictions, per-channel 1.75%, at about the same latency.
-    config = getattr(AutoQuantizationConfig, kernel_set)(
-        is_static=False, per_channel=True, nodes_to_quantize=nodes
-    )
-    quantizer.quantize(save_dir=str(target), quantization_config=config)
-    shutil.copy(onnx_dir / MODEL_META_FILE, target / MODEL_META_FILE)
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(str(onnx_dir)).save_pretrained(str(target))
+    for file_name in onnx_file_names(onnx_dir).values():
+        nodes = weight_matmuls(onnx_dir / file_name, keep_fp32) if keep_fp32 else None
+        quantizer = ORTQuantizer.from_pretrained(str(onnx_dir), file_name=file_name)
+        # Per-channel weight scales: on the avx2 kernels per-tensor scales flipped 2.75% of a
+        # fine-tuned MiniLM's SST-2 predictions, per-channel 1.75%, at about the same latency.
+        config = getattr(AutoQuantizationConfig, kernel_set)(
+            is_static=False, per_channel=True, nodes_to_quantize=nodes
+        )
+        quantizer.quantize(save_dir=str(target), quantization_config=config)
+    copy_side_files(onnx_dir, target)
     return target

@@ -27,22 +27,32 @@ SERVING_LINK = "serving"
 """``<export>/serving`` links to the chosen variant's folder."""
 
 PREFERENCE = ("onnx_int8", "onnx_int8_attention", "onnx_fp32")
-"""Fastest first: the first variant whose argmax agreement holds the bound is served
-(full INT8; INT8 with the feed-forward MatMuls kept fp32; fp32 ONNX)."""
+"""Fastest first: the first variant that holds both bounds is served (full INT8; INT8 with the
+feed-forward MatMuls kept fp32; fp32 ONNX)."""
 
 
-def choose_variant(variants: dict[str, Any], min_agreement: float) -> tuple[str | None, str]:
+def choose_variant(
+    variants: dict[str, Any], min_agreement: float, max_metric_drop: float = 1.0
+) -> tuple[str | None, str]:
+    """The first variant of PREFERENCE whose agreement with PyTorch and metric drop hold."""
     rejected = []
     for name in PREFERENCE:
         if name not in variants:
             continue
-        agreement = variants[name]["agreement"]
-        if agreement >= min_agreement:
+        row = variants[name]
+        agreement, drop = row["agreement"], row.get("metric_drop", 0.0)
+        problems = []
+        if agreement < min_agreement:
+            problems.append(f"{agreement:.2%} agreement < {min_agreement:.0%}")
+        if drop > max_metric_drop:
+            problems.append(f"{row['metric']} drop {drop:.4f} > {max_metric_drop:.4f}")
+        if not problems:
             why = (
-                f"{name} agrees with PyTorch on {agreement:.2%} of rows (bound {min_agreement:.0%})"
+                f"{name} agrees with PyTorch on {agreement:.2%} of rows (bound {min_agreement:.0%}) "
+                f"and its {row['metric']} drops {drop:+.4f} (bound {max_metric_drop:.4f})"
             )
             return name, "; ".join([*rejected, why])
-        rejected.append(f"{name} rejected: {agreement:.2%} agreement < {min_agreement:.0%}")
+        rejected.append(f"{name} rejected: {', '.join(problems)}")
     return None, "; ".join(rejected)
 
 
@@ -68,17 +78,23 @@ def export_model(
     output: str | Path | None = None,
     kernel_set: str = "auto",
     data: str | None = None,
-    max_rows: int | None = 500,
+    max_rows: int | None = None,
     min_agreement: float = 0.99,
     threads: int = 1,
+    max_metric_drop: float = 0.005,
 ) -> dict[str, Any]:
     """Export, quantize, check parity on validation rows; write ``export_report.json``.
 
     Validation rows come from ``data`` or, by default, the run's ``data/validation.jsonl``.
     The served variant (``serve_dir``) is the fastest of full INT8, INT8 with the feed-forward
-    layers kept fp32, and fp32 ONNX whose argmax agreement with PyTorch is at least
-    ``min_agreement``; ParityError (after writing the report) if none holds.
+    layers kept fp32, and fp32 ONNX whose agreement with PyTorch is at least ``min_agreement``
+    and whose metric drops by at most ``max_metric_drop``; ParityError (after writing the
+    report) if none holds. ``max_rows`` defaults to the task's ``export_rows`` (500; fewer for
+    summarization, whose every row is a beam search per variant).
     """
+    from raynlp.tasks import get_task
+    from raynlp.training.checkpoints import read_model_meta
+
     started = time.perf_counter()
     model_dir = locate_model_dir(path)
     target = Path(output) if output else model_dir.parent / "export"
@@ -95,21 +111,31 @@ def export_model(
         )
 
     source = data or str(model_dir.parent / "data" / "validation.jsonl")
-    rows = read_rows(source)[:max_rows] if max_rows else read_rows(source)
+    task = get_task(read_model_meta(model_dir)["task"])
+    limit = max_rows or getattr(task, "export_rows", 500)
+    rows = read_rows(source)[:limit]
     print(f"[raynlp] parity check on {len(rows)} rows of {source} ...", flush=True)
-    parity = parity_report(model_dir, variants, rows, threads=threads)
-    chosen, reason = choose_variant(parity["variants"], min_agreement)
+    parity = parity_report(
+        model_dir,
+        variants,
+        rows,
+        threads=threads,
+        latency_samples=getattr(task, "latency_rows", 100),
+    )
+    chosen, reason = choose_variant(parity["variants"], min_agreement, max_metric_drop)
     report = {
         "model_dir": str(model_dir),
         "kernel_set": kernels,
         "data": source,
         "parity": parity,
+        "task": task.name,
         "min_agreement": min_agreement,
+        "max_metric_drop": max_metric_drop,
         "chosen": chosen,
         "reason": reason,
         "serve_dir": str(variants[chosen]) if chosen else None,
         "sizes_mb": {
-            name: round(sum(f.stat().st_size for f in p.glob("*.onnx")) / 2**20, 1)
+            name: round(sum(f.stat().st_size for f in p.glob("*.onnx*")) / 2**20, 1)
             for name, p in variants.items()
         },
         "wall_s": round(time.perf_counter() - started, 1),
@@ -128,13 +154,14 @@ def export_model(
 def format_export_report(report: dict[str, Any]) -> str:
     parity = report["parity"]
     lines = [
-        f"{'variant':<20}{'metric':>10}{'agreement':>11}{'p50 ms':>9}{'p99 ms':>9}{'MB':>8}",
+        f"{'variant':<20}{'metric':>10}{'drop':>9}{'agreement':>11}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'MB':>8}",
     ]
     for name, row in parity["variants"].items():
         size = report["sizes_mb"].get(name, float("nan"))
         lines.append(
-            f"{name:<20}{row['value']:>10.4f}{row['agreement']:>11.2%}{row['p50_ms']:>9.2f}"
-            f"{row['p99_ms']:>9.2f}{size:>8.1f}"
+            f"{name:<20}{row['value']:>10.4f}{row.get('metric_drop', 0.0):>+9.4f}"
+            f"{row['agreement']:>11.2%}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{size:>8.1f}"
         )
     lines.append(
         f"({parity['rows']} rows, {parity['threads']} thread(s), metric = "

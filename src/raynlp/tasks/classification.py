@@ -1,4 +1,6 @@
-"""Sequence classification (sentiment and any other single-label text classification)."""
+"""Sequence classification (sentiment, any single-label text classification) and semantic
+similarity (sentence pairs → a score, regression head). Both are one encoder pass + a head on
+the first token; they differ in the head size, the loss and the metric."""
 
 from __future__ import annotations
 
@@ -8,12 +10,22 @@ import numpy as np
 import torch
 
 from raynlp.evaluation import classification_metrics
+from raynlp.metrics import regression_metrics
+from raynlp.tasks.base import (
+    ENCODER_INPUTS,
+    InputSpec,
+    check_columns,
+    model_inputs,
+    softmax,
+    to_numpy,
+    unwrap,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from raynlp.config import JobConfig
-    from raynlp.tasks.base import Features, InputSpec, Row
+    from raynlp.tasks.base import Features, Row
 
 
 def _label_id(value: Any, labels: list[str], column: str) -> int:
@@ -28,24 +40,77 @@ def _label_id(value: Any, labels: list[str], column: str) -> int:
     )
 
 
-class SequenceClassification:
+class EncoderTask:
+    """What every encoder-only task shares: options, ONNX loading, text encoding."""
+
+    name = ""
+    ort_model_class = ""
+    token_columns: tuple[str, ...] = ENCODER_INPUTS
+    request_kind = "text"
+
+    def options(self, config: JobConfig) -> dict[str, Any]:
+        return {}
+
+    def load_onnx(self, onnx_dir: str, session_options: Any, provider: str) -> Any:
+        import optimum.onnxruntime as ort_models
+
+        from raynlp.export.files import onnx_file_names
+
+        model_class = getattr(ort_models, self.ort_model_class)
+        (file_name,) = onnx_file_names(onnx_dir).values()
+        return model_class.from_pretrained(
+            onnx_dir, file_name=file_name, session_options=session_options, provider=provider
+        )
+
+    def tokenize_rows(
+        self, rows: list[Row], tokenizer: PreTrainedTokenizerBase, spec: InputSpec, padding: str
+    ) -> Features:
+        check_columns(rows, spec.input_columns())
+        texts = [str(row[spec.text_column]) for row in rows]
+        pairs = [str(row[spec.text_pair_column]) for row in rows] if spec.text_pair_column else None
+        encoded = tokenizer(
+            texts,
+            pairs,
+            truncation=True,
+            max_length=spec.max_length,
+            padding=padding,
+            return_tensors="np",
+        )
+        features = {key: np.asarray(value, dtype=np.int64) for key, value in encoded.items()}
+        features["example_index"] = np.arange(len(rows), dtype=np.int64)
+        return features
+
+    def request_rows(self, items: list[dict[str, Any]], spec: InputSpec) -> list[Row]:
+        """``{"text"}`` items (``{"text", "text_pair"}`` for pair tasks) → rows in the data columns."""
+        rows = []
+        for item in items:
+            row = {spec.text_column: item["text"]}
+            if spec.text_pair_column:
+                row[spec.text_pair_column] = item["text_pair"]
+            rows.append(row)
+        return rows
+
+
+class SequenceClassification(EncoderTask):
     name = "classification"
     description = "Sentiment / single-label text classification (accuracy, P/R/F1)"
     onnx_task = "text-classification"
     best_metric = "accuracy"
     ort_model_class = "ORTModelForSequenceClassification"
+    default_columns = {"text_column": "text", "text_pair_column": None, "label_column": "label"}
 
     def label_names(self, config: JobConfig, rows: list[Row]) -> list[str]:
         if config.data.label_names:
             return list(config.data.label_names)
-        column = config.data.label_column
+        column = InputSpec.from_config(config).label_column
+        check_columns(rows, [column])
         values = sorted({str(row[column]).strip() for row in rows})
         if all(v.isdigit() for v in values):
             return [str(i) for i in range(max(int(v) for v in values) + 1)]
         return values
 
     def build_model(
-        self, model_path: str, labels: list[str] | None, config: JobConfig | None
+        self, model_path: str, labels: list[str] | None, spec: InputSpec
     ) -> PreTrainedModel:
         from transformers import AutoModelForSequenceClassification
 
@@ -60,7 +125,7 @@ class SequenceClassification:
     def load_trained(self, model_dir: str) -> PreTrainedModel:
         from transformers import AutoModelForSequenceClassification
 
-        return AutoModelForSequenceClassification.from_pretrained(model_dir)
+        return AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
 
     def encode(
         self,
@@ -68,61 +133,37 @@ class SequenceClassification:
         tokenizer: PreTrainedTokenizerBase,
         spec: InputSpec,
         labels: list[str] | None,
+        targets: bool = True,
+        padding: str = "max_length",
     ) -> Features:
-        data = spec
-        for column in filter(None, (data.text_column, data.text_pair_column, data.label_column)):
-            if rows and column not in rows[0]:
-                raise ValueError(
-                    f"column {column!r} not in the data; columns are: {', '.join(rows[0])}"
-                )
-        texts = [str(row[data.text_column]) for row in rows]
-        pairs = [str(row[data.text_pair_column]) for row in rows] if data.text_pair_column else None
-        features = self.encode_texts(texts, tokenizer, spec, pairs, padding="max_length")
-        assert labels is not None
-        features["labels"] = np.array(
-            [_label_id(row[data.label_column], labels, data.label_column) for row in rows],
-            dtype=np.int64,
-        )
+        features = self.tokenize_rows(rows, tokenizer, spec, padding)
+        if targets:
+            assert labels is not None
+            check_columns(rows, [spec.label_column])
+            features["labels"] = np.array(
+                [_label_id(row[spec.label_column], labels, spec.label_column) for row in rows],
+                dtype=np.int64,
+            )
         return features
 
-    def encode_texts(
-        self,
-        texts: list[str],
-        tokenizer: PreTrainedTokenizerBase,
-        spec: InputSpec,
-        pairs: list[str] | None = None,
-        padding: str = "longest",
-    ) -> Features:
-        """Model inputs for raw texts (serving and parity checks pad to the longest in the batch)."""
-        encoded = tokenizer(
-            texts,
-            pairs,
-            truncation=True,
-            max_length=spec.max_length,
-            padding=padding,
-            return_tensors="np",
-        )
-        return {key: np.asarray(value, dtype=np.int64) for key, value in encoded.items()}
-
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(**batch).loss
+        return model(**model_inputs(batch, ("labels",))).loss
 
-    def eval_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs).logits.float()
-        return {"logits": logits.cpu().numpy(), "labels": batch["labels"].cpu().numpy()}
+    def infer(self, model: Any, batch: dict[str, torch.Tensor], spec: InputSpec) -> Features:
+        logits = unwrap(model)(**model_inputs(batch)).logits
+        return {"logits": to_numpy(logits), "example_index": to_numpy(batch["example_index"])}
 
-    def compute_metrics(
-        self, outputs: dict[str, np.ndarray], labels: list[str] | None
-    ) -> dict[str, Any]:
+    def predictions(
+        self,
+        outputs: Features,
+        rows: list[Row],
+        spec: InputSpec,
+        labels: list[str] | None,
+        tokenizer: Any = None,
+    ) -> list[dict[str, Any]]:
         assert labels is not None
-        predictions = outputs["logits"].argmax(axis=-1)
-        return classification_metrics(predictions, outputs["labels"], labels)
-
-    def predict_texts(self, logits: np.ndarray, labels: list[str] | None) -> list[dict[str, Any]]:
-        assert labels is not None
-        shifted = logits - logits.max(axis=-1, keepdims=True)
-        probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
+        order = np.argsort(outputs["example_index"], kind="stable")
+        probabilities = softmax(outputs["logits"][order].astype(np.float64))
         answers = []
         for row in probabilities:
             best = int(row.argmax())
@@ -134,3 +175,120 @@ class SequenceClassification:
                 }
             )
         return answers
+
+    def compute_metrics(
+        self,
+        predictions: list[dict[str, Any]],
+        rows: list[Row],
+        spec: InputSpec,
+        labels: list[str] | None,
+    ) -> dict[str, Any]:
+        assert labels is not None
+        predicted = np.array([labels.index(p["label"]) for p in predictions])
+        gold = np.array([_label_id(r[spec.label_column], labels, spec.label_column) for r in rows])
+        return classification_metrics(predicted, gold, labels)
+
+    def agreement(self, a: list[dict[str, Any]], b: list[dict[str, Any]]) -> float:
+        return float(np.mean([x["label"] == y["label"] for x, y in zip(a, b, strict=True)]))
+
+
+class SemanticSimilarity(EncoderTask):
+    """Sentence pairs with a similarity score (STS-B: 0-5); regression head, MSE loss."""
+
+    name = "similarity"
+    description = "Semantic similarity of sentence pairs, regression (Pearson, Spearman)"
+    onnx_task = "text-classification"
+    best_metric = "spearman"
+    ort_model_class = "ORTModelForSequenceClassification"
+    default_columns = {
+        "text_column": "sentence1",
+        "text_pair_column": "sentence2",
+        "label_column": "score",
+    }
+    request_kind = "pair"
+    AGREEMENT_TOLERANCE = 0.1
+    """Two scores 'agree' when they differ by at most this much (STS-B scale 0-5)."""
+
+    def label_names(self, config: JobConfig, rows: list[Row]) -> None:
+        return None
+
+    def build_model(
+        self, model_path: str, labels: list[str] | None, spec: InputSpec
+    ) -> PreTrainedModel:
+        from transformers import AutoModelForSequenceClassification
+
+        if not spec.text_pair_column:
+            raise ValueError("similarity needs data.text_pair_column (the second sentence)")
+        return AutoModelForSequenceClassification.from_pretrained(
+            model_path, num_labels=1, problem_type="regression"
+        )
+
+    def load_trained(self, model_dir: str) -> PreTrainedModel:
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+
+    def encode(
+        self,
+        rows: list[Row],
+        tokenizer: PreTrainedTokenizerBase,
+        spec: InputSpec,
+        labels: list[str] | None,
+        targets: bool = True,
+        padding: str = "max_length",
+    ) -> Features:
+        features = self.tokenize_rows(rows, tokenizer, spec, padding)
+        if targets:
+            features["labels"] = self.gold(rows, spec).astype(np.float32)
+        return features
+
+    @staticmethod
+    def gold(rows: list[Row], spec: InputSpec) -> np.ndarray:
+        check_columns(rows, [spec.label_column])
+        values = []
+        for index, row in enumerate(rows):
+            try:
+                values.append(float(row[spec.label_column]))
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"row {index}: {spec.label_column} {row[spec.label_column]!r} is not a number"
+                ) from None
+        return np.array(values, dtype=np.float64)
+
+    def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**model_inputs(batch, ("labels",))).loss
+
+    def infer(self, model: Any, batch: dict[str, torch.Tensor], spec: InputSpec) -> Features:
+        logits = unwrap(model)(**model_inputs(batch)).logits
+        return {"logits": to_numpy(logits), "example_index": to_numpy(batch["example_index"])}
+
+    def predictions(
+        self,
+        outputs: Features,
+        rows: list[Row],
+        spec: InputSpec,
+        labels: list[str] | None,
+        tokenizer: Any = None,
+    ) -> list[dict[str, Any]]:
+        order = np.argsort(outputs["example_index"], kind="stable")
+        return [{"score": float(v)} for v in outputs["logits"][order].reshape(-1)]
+
+    def compute_metrics(
+        self,
+        predictions: list[dict[str, Any]],
+        rows: list[Row],
+        spec: InputSpec,
+        labels: list[str] | None,
+    ) -> dict[str, Any]:
+        predicted = np.array([p["score"] for p in predictions])
+        return regression_metrics(predicted, self.gold(rows, spec))
+
+    def agreement(self, a: list[dict[str, Any]], b: list[dict[str, Any]]) -> float:
+        return float(
+            np.mean(
+                [
+                    abs(x["score"] - y["score"]) <= self.AGREEMENT_TOLERANCE
+                    for x, y in zip(a, b, strict=True)
+                ]
+            )
+        )

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from raynlp.config import JobConfig
 from raynlp.evaluation import scalar_metrics
 from raynlp.tasks import Task, get_task
+from raynlp.tasks.base import Features, InputSpec, merge_outputs
 from raynlp.training.checkpoints import DEEPSPEED_TAG, read_checkpoint_meta, save_checkpoint
 from raynlp.training.deepspeed import build_deepspeed_config
 from raynlp.training.steps import build_optimizer, build_scheduler, trim_padding
@@ -34,33 +35,56 @@ class WorkerContext:
     device: torch.device
 
 
-def gather_outputs(parts: list[dict[str, np.ndarray]], ctx: WorkerContext) -> dict[str, np.ndarray]:
-    """Concatenate this worker's eval outputs, then gather every worker's onto every worker."""
-    local = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]} if parts else {}
+def gather_outputs(parts: list[Features], ctx: WorkerContext) -> Features:
+    """Merge this worker's eval outputs, then gather every worker's onto every worker."""
+    local = merge_outputs(parts)
     if ctx.world_size == 1:
         return local
     everyone: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(everyone, local)
-    non_empty = [part for part in everyone if part]
-    return {key: np.concatenate([part[key] for part in non_empty]) for key in non_empty[0]}
+    return merge_outputs([part for part in everyone if part])
 
 
-def validate(engine: Any, task: Task, config: JobConfig, labels: Any, ctx: WorkerContext) -> dict:
-    """Each worker scores every world_size-th batch of the full validation set (exact, no drops)."""
+def validate(engine: Any, task: Task, setup: ValidationSetup, ctx: WorkerContext) -> dict:
+    """Score the full validation set; each worker runs every world_size-th batch (exact, no drops).
+
+    Under ZeRO-3 every forward is a collective (weights are gathered layer by layer), so a worker
+    with fewer batches repeats its last one, discarding the result, until all have run as many.
+    """
+    config = setup.config
     dataset = ray.train.get_dataset_shard("validation")
     engine.eval()
-    parts = []
+    parts, last = [], None
+    total_batches = math.ceil(setup.num_features / config.training.eval_batch_size)
+    rounds = math.ceil(total_batches / ctx.world_size)
+    mine = 0
     with torch.no_grad():
-        batches = dataset.iter_torch_batches(
-            batch_size=config.training.eval_batch_size, dtypes=torch.long
-        )
+        batches = dataset.iter_torch_batches(batch_size=config.training.eval_batch_size)
         for index, batch in enumerate(batches):
             if index % ctx.world_size != ctx.rank:
                 continue
-            batch = {k: v.to(ctx.device) for k, v in trim_padding(batch).items()}
-            parts.append(task.eval_outputs(engine, batch))
+            last = {k: v.to(ctx.device) for k, v in trim_padding(batch, task.token_columns).items()}
+            parts.append(task.infer(engine, last, setup.spec))
+            mine += 1
+        if config.deepspeed.zero_stage == 3 and last is not None:
+            for _ in range(rounds - mine):
+                task.infer(engine, last, setup.spec)
     engine.train()
-    return task.compute_metrics(gather_outputs(parts, ctx), labels)
+    outputs = gather_outputs(parts, ctx)
+    predictions = task.predictions(
+        outputs, setup.rows, setup.spec, setup.labels, tokenizer=setup.tokenizer
+    )
+    return task.compute_metrics(predictions, setup.rows, setup.spec, setup.labels)
+
+
+@dataclass
+class ValidationSetup:
+    config: JobConfig
+    spec: InputSpec
+    rows: list[dict[str, Any]]
+    labels: list[str] | None
+    num_features: int
+    tokenizer: Any
 
 
 def _resume_state(engine: Any) -> dict[str, Any]:
@@ -121,7 +145,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(config.training.seed)
 
     # --- setup: model, optimizer, engine ---
-    model = task.build_model(loop_config["model_path"], labels, config)
+    from transformers import AutoTokenizer
+
+    spec = InputSpec.from_config(config)
+    model = task.build_model(loop_config["model_path"], labels, spec)
+    setup = ValidationSetup(
+        config,
+        spec,
+        loop_config["validation_rows"],
+        labels,
+        loop_config["validation_features"],
+        AutoTokenizer.from_pretrained(loop_config["model_path"]),
+    )
     steps_per_epoch = max(1, loop_config["train_rows_per_worker"] // config.per_worker_batch_size)
     optimizer_steps = math.ceil(
         steps_per_epoch * config.training.epochs / config.training.gradient_accumulation_steps
@@ -156,13 +191,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         started, losses = time.perf_counter(), []
         batches = train_shard.iter_torch_batches(
             batch_size=config.per_worker_batch_size,
-            dtypes=torch.long,
             drop_last=True,
             local_shuffle_buffer_size=4 * config.per_worker_batch_size,
             local_shuffle_seed=config.training.seed + epoch,
         )
         for batch in batches:
-            batch = {k: v.to(ctx.device) for k, v in trim_padding(batch).items()}
+            batch = {
+                k: v.to(ctx.device) for k, v in trim_padding(batch, task.token_columns).items()
+            }
             loss = task.loss(engine, batch)
             engine.backward(loss)
             engine.step()
@@ -172,7 +208,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         train_seconds = time.perf_counter() - started
 
         # --- evaluate, checkpoint, report ---
-        metrics = validate(engine, task, config, labels, ctx)
+        metrics = validate(engine, task, setup, ctx)
         report = {f"val_{k}": v for k, v in scalar_metrics(metrics).items()}
         report.update(
             epoch=epoch + 1,

@@ -13,15 +13,20 @@ from raynlp.config import JobConfig
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
-def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Cut the columns padded to max_length down to the longest real sequence in the batch."""
+TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def trim_padding(
+    batch: dict[str, torch.Tensor], columns: tuple[str, ...] = TOKEN_COLUMNS
+) -> dict[str, torch.Tensor]:
+    """Cut the token-aligned ``columns`` (padded to max_length) down to the longest real
+    sequence in the batch; other columns (e.g. seq2seq labels) stay as they are."""
     mask = batch.get("attention_mask")
     if mask is None:
         return batch
-    width = mask.shape[1]
     longest = max(int(mask.sum(dim=1).max()), 1)
     return {
-        key: value[:, :longest] if value.dim() == 2 and value.shape[1] == width else value
+        key: value[:, :longest] if key in columns and value.dim() >= 2 else value
         for key, value in batch.items()
     }
 

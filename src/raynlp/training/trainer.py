@@ -83,7 +83,7 @@ def _consolidate(
     with checkpoint.as_directory() as directory:
         meta = read_checkpoint_meta(Path(directory))
         state_dict = consolidated_state_dict(Path(directory))
-    model = task.build_model(model_path, prepared.labels, config)
+    model = task.build_model(model_path, prepared.labels, InputSpec.from_config(config))
     model_meta = {
         "task": config.task,
         "labels": prepared.labels,
@@ -98,7 +98,7 @@ def _consolidate(
 
 def build_trainer(
     config: JobConfig,
-    labels: list[str] | None,
+    prepared: PreparedData,
     model_path: str,
     train_features: dict[str, np.ndarray],
     validation_features: dict[str, np.ndarray],
@@ -114,8 +114,11 @@ def build_trainer(
         train_loop_per_worker,
         train_loop_config={
             "job": config.model_dump(mode="json"),
-            "labels": labels,
+            "labels": prepared.labels,
             "model_path": model_path,
+            # every worker scores the gathered validation outputs against the gold rows
+            "validation_rows": prepared.validation_rows,
+            "validation_features": len(validation_features["example_index"]),
             "train_rows_per_worker": len(next(iter(train_features.values())))
             // config.scaling.num_workers,
         },
@@ -171,15 +174,15 @@ def train(config: JobConfig, overwrite: bool = False) -> TrainingResult:
     write_jsonl(prepared.validation_rows, run_dir / "data" / "validation.jsonl")
     print(
         f"[raynlp] {config.task}: {len(prepared.train_rows)} train / "
-        f"{len(prepared.validation_rows)} validation rows, labels {prepared.labels}; "
+        f"{len(prepared.validation_rows)} validation rows "
+        f"({len(train_features['example_index'])} / {len(validation_features['example_index'])} "
+        f"model inputs), labels {prepared.labels}; "
         f"{config.scaling.num_workers} workers, ZeRO-{config.deepspeed.zero_stage}, "
         f"{resolve_precision(config)}, {distributed_backend(config)}",
         flush=True,
     )
 
-    trainer = build_trainer(
-        config, prepared.labels, model_path, train_features, validation_features
-    )
+    trainer = build_trainer(config, prepared, model_path, train_features, validation_features)
     result = trainer.fit()
     if result.error:
         raise result.error
