@@ -63,7 +63,7 @@ INVALID = [
     ({"data": {"train": "a.csv"}}, "name: required key is missing"),
     (
         with_("top", task="translation"),
-        "task: unknown task; allowed: classification (got 'translation')",
+        "task: unknown task; allowed: classification, ner, qa, similarity, summarization (got 'translation')",
     ),
     (
         with_("training", lr=1e-3),
@@ -73,8 +73,8 @@ INVALID = [
     ),
     (
         with_("top", trainer={}),
-        "trainer: unknown key; allowed keys: data, deepspeed, export, model, name, output, "
-        "scaling, serve, task, training",
+        "trainer: unknown key; allowed keys: data, deepspeed, export, model, name, ner, output, "
+        "qa, scaling, serve, summarization, task, training",
     ),
     (
         with_("training", learning_rate=-1),
@@ -116,7 +116,7 @@ INVALID = [
     ),
     (
         with_("data", format="xml"),
-        "data.format: Input should be 'auto', 'csv', 'tsv', 'jsonl', 'json' or 'parquet' (got 'xml')",
+        "data.format: Input should be 'auto', 'csv', 'tsv', 'jsonl', 'json', 'parquet', 'conll' or 'squad' (got 'xml')",
     ),
     (with_("top", name="bad name/../x"), "name: String should match pattern"),
     (
@@ -126,6 +126,27 @@ INVALID = [
     (
         with_("scaling", resources_per_worker={"CPU": -1}),
         "scaling.resources_per_worker: resource 'CPU' must be >= 0",
+    ),
+    (with_("ner", crf="maybe"), "ner.crf: Input should be a valid boolean"),
+    (
+        with_("ner", viterbi=True),
+        "ner.viterbi: unknown key; allowed keys: crf, label_all_subtokens",
+    ),
+    (
+        with_("top", task="qa"),
+        "qa.doc_stride (128) must be less than half of model.max_length (128)",
+    ),
+    (
+        with_("summarization", num_beams=0),
+        "summarization.num_beams: Input should be greater than or equal to 1",
+    ),
+    (
+        with_("data", format="xml"),
+        "data.format: Input should be 'auto', 'csv', 'tsv', 'jsonl', 'json', 'parquet', 'conll' or 'squad'",
+    ),
+    (
+        with_("export", max_metric_drop=2),
+        "export.max_metric_drop: Input should be less than or equal to 1",
     ),
 ]
 
@@ -148,7 +169,7 @@ def test_missing_files_are_reported_before_any_cluster(tmp_path: Path):
         load_job_config(job)
     message = str(err.value)
     assert "data.train: file not found: nowhere.csv" in message
-    assert "data.validation: no shipped sample 'nope.tsv'; available: sst2_train.tsv" in message
+    assert "data.validation: no shipped sample 'nope.tsv'; available: ner_train.conll" in message
     assert "model.name_or_path: no model folder at './no-such-model'" in message
 
 

@@ -33,11 +33,11 @@ def test_every_format_reads_the_same_rows(tmp_path: Path):
 
 
 def test_unknown_extension_asks_for_data_format(tmp_path: Path):
-    (tmp_path / "d.txt").write_text("x")
+    (tmp_path / "d.dat").write_text("x")
     with pytest.raises(
         ValueError, match=r"set data\.format to one of csv, tsv, jsonl, json, parquet"
     ):
-        read_rows(str(tmp_path / "d.txt"))
+        read_rows(str(tmp_path / "d.dat"))
 
 
 def test_shipped_samples_are_real_sst2():
@@ -58,9 +58,9 @@ def test_split_is_80_20_seeded_and_disjoint():
     assert {r["i"] for r in train}.isdisjoint({r["i"] for r in validation})
 
 
-def test_registry_lists_classification():
-    assert "classification" in task_names()
-    with pytest.raises(KeyError, match="allowed: classification"):
+def test_registry_lists_the_five_tasks():
+    assert task_names() == ["classification", "ner", "qa", "similarity", "summarization"]
+    with pytest.raises(KeyError, match="allowed: classification, ner, qa, similarity"):
         get_task("nope")
 
 
@@ -79,7 +79,7 @@ def test_classification_encoding_and_labels(tokenizer):
     assert features["attention_mask"][0].tolist() == [1] * 6 + [0] * 2
     with pytest.raises(ValueError, match="neither a class name"):
         task.encode([{"sentence": "x", "label": "7"}], tokenizer, spec, ["negative", "positive"])
-    with pytest.raises(ValueError, match="column 'text' not in the data"):
+    with pytest.raises(ValueError, match=r"column\(s\) 'text' not in the data"):
         task.encode(rows, tokenizer, InputSpec(), ["negative", "positive"])
 
 
@@ -101,9 +101,8 @@ def test_classification_metrics_on_known_values():
 
 
 def test_serving_answers_are_softmax_of_logits():
-    answers = get_task("classification").predict_texts(
-        np.array([[0.0, np.log(3.0)]]), ["neg", "pos"]
-    )
+    outputs = {"logits": np.array([[0.0, np.log(3.0)]]), "example_index": np.array([0])}
+    answers = get_task("classification").predictions(outputs, [{}], InputSpec(), ["neg", "pos"])
     assert answers[0]["label"] == "pos"
     assert answers[0]["score"] == pytest.approx(0.75)
     assert answers[0]["scores"] == {"neg": pytest.approx(0.25), "pos": pytest.approx(0.75)}
@@ -112,11 +111,24 @@ def test_serving_answers_are_softmax_of_logits():
 def test_export_gate_prefers_int8_only_when_it_holds_the_bound():
     from raynlp.export.pipeline import choose_variant
 
-    good = {"onnx_fp32": {"agreement": 1.0}, "onnx_int8": {"agreement": 0.995}}
+    def row(agreement: float, drop: float = 0.0) -> dict:
+        return {"agreement": agreement, "metric_drop": drop, "metric": "f1"}
+
+    good = {"onnx_fp32": row(1.0), "onnx_int8": row(0.995)}
     assert choose_variant(good, 0.99)[0] == "onnx_int8"
-    lossy = {"onnx_fp32": {"agreement": 1.0}, "onnx_int8": {"agreement": 0.97}}
+    lossy = {"onnx_fp32": row(1.0), "onnx_int8": row(0.97)}
     chosen, reason = choose_variant(lossy, 0.99)
     assert chosen == "onnx_fp32"
     assert "onnx_int8 rejected: 97.00% agreement < 99%" in reason
+    # agreement holds but the metric drops more than the bound: the next variant is served
+    dropping = {
+        "onnx_fp32": row(1.0),
+        "onnx_int8": row(0.995, 0.02),
+        "onnx_int8_attention": row(1.0),
+    }
+    chosen, reason = choose_variant(dropping, 0.99, max_metric_drop=0.005)
+    assert chosen == "onnx_int8_attention"
+    assert "onnx_int8 rejected: f1 drop 0.0200 > 0.0050" in reason
+    assert choose_variant({"onnx_fp32": row(0.5)}, 0.99)[0] is None
     broken = {"onnx_fp32": {"agreement": 0.5}, "onnx_int8": {"agreement": 0.5}}
     assert choose_variant(broken, 0.99)[0] is None

@@ -203,6 +203,12 @@ class ServeSection(_Section):
     max_text_chars: int = Field(2000, ge=1)
     max_items: int = Field(64, ge=1)
     intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime threads per replica.")
+    replica_cpus: float | None = Field(
+        None,
+        gt=0,
+        description="CPUs Ray reserves per replica (default: intra_op_threads, at least 1); "
+        "fractions let several models share a small machine.",
+    )
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> ServeSection:
@@ -247,6 +253,11 @@ class JobConfig(_Section):
             )
         if self.deepspeed.precision == "fp16" and not self.scaling.use_gpu:
             raise ValueError("deepspeed.precision 'fp16' needs scaling.use_gpu: true")
+        if self.task == "qa" and self.qa.doc_stride >= self.model.max_length // 2:
+            raise ValueError(
+                f"qa.doc_stride ({self.qa.doc_stride}) must be less than half of "
+                f"model.max_length ({self.model.max_length}): windows overlap by doc_stride tokens"
+            )
         return self
 
     @property

@@ -1,8 +1,12 @@
-"""The Ray Serve application: an ONNX classifier behind ``@serve.batch`` and a FastAPI ingress.
+"""The Ray Serve application: an exported model of any task behind ``@serve.batch`` and a
+FastAPI ingress whose request and response schemas are the task's.
 
 Routes (relative to the application's route prefix):
 
-* ``POST /predict`` — ``{"text": "..."}`` → one prediction, ``{"texts": [...]}`` → a list.
+* ``POST /predict`` — one item → one prediction, a list → a list. Items per task:
+  ``{"text"}`` / ``{"texts": [...]}`` (classification, NER, summarization),
+  ``{"text", "text_pair"}`` / ``{"pairs": [...]}`` (similarity),
+  ``{"question", "context"}`` / ``{"inputs": [...]}`` (QA).
   Bad input gets a 422 whose body names the field (see :class:`ErrorResponse`).
 * ``GET /healthz`` — 200 once the replica has loaded the model and run a warm-up inference.
 * ``GET /`` and ``GET /info`` — task, labels, model folder, limits and batching counters.
@@ -30,24 +34,26 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raynlp.config import ServeSection
 from raynlp.serving.predictor import OnnxPredictor
 from raynlp.serving.schemas import (
+    RESPONSE_MODELS,
     AppArgs,
     BatchStats,
+    ErrorItem,
     ErrorResponse,
     HealthResponse,
     InfoResponse,
-    Prediction,
     format_errors,
-    request_model,
+    request_model_for,
     validation_message,
 )
 from raynlp.training.checkpoints import read_model_meta
 
 APP_NAME = "raynlp"
-DEPLOYMENT_NAME = "SentimentClassifier"
+DEPLOYMENT_NAME = "Model"
 
 
 @dataclass
@@ -65,22 +71,22 @@ class BatchCounter:
 
 
 def predict_isolated(
-    predictor: OnnxPredictor, texts: list[str]
+    predictor: OnnxPredictor, items: list[Any]
 ) -> list[dict[str, Any] | Exception]:
-    """One answer per text, or the exception that text raised.
+    """One answer per item, or the exception that item raised.
 
-    The batch is predicted in one call; if that fails, each text is retried alone, so a text
+    The batch is predicted in one call; if that fails, each item is retried alone, so an item
     that breaks the model fails only its own request, not the others sharing its batch.
     """
     try:
-        return list(predictor.predict(texts))
+        return list(predictor.predict(items))
     except Exception as err:
-        if len(texts) == 1:
+        if len(items) == 1:
             return [err]
     results: list[dict[str, Any] | Exception] = []
-    for text in texts:
+    for item in items:
         try:
-            results.append(predictor.predict([text])[0])
+            results.append(predictor.predict([item])[0])
         except Exception as err:
             results.append(err)
     return results
@@ -90,9 +96,11 @@ class PredictionBackend(Protocol):
     """What the HTTP layer needs from a replica."""
 
     limits: AppArgs
+    task_name: str
+    request_kind: str
 
-    async def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        """One answer per text, in order."""
+    async def predict(self, items: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """One answer per item, in order."""
 
     def info(self) -> InfoResponse:
         """Model description, limits and batching counters."""
@@ -104,33 +112,47 @@ def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content=format_errors(list(errors)).model_dump())
 
 
+def _http_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    """Other 4xx (e.g. a body that is not UTF-8) in the same shape as validation errors."""
+    status = getattr(exc, "status_code", 400)
+    detail = str(getattr(exc, "detail", "") or "bad request")
+    if detail == "There was an error parsing the body":
+        detail = "the body could not be parsed (send UTF-8 encoded JSON)"
+    body = ErrorResponse(
+        message=f"body: {detail}", errors=[ErrorItem(field="body", message=detail)]
+    )
+    return JSONResponse(status_code=status, content=body.model_dump())
+
+
 def build_api(backend: PredictionBackend) -> FastAPI:
     """A FastAPI app whose routes call ``backend``; request limits are taken from its args."""
     limits = backend.limits
-    body_model = request_model(limits.max_text_chars, limits.max_items)
+    body_model = request_model_for(backend.request_kind, limits.max_text_chars, limits.max_items)
+    answer_model = RESPONSE_MODELS[backend.task_name]
     api = FastAPI(
-        title="raynlp sentiment",
+        title=f"raynlp {backend.task_name}",
         description=(
-            "Text classification with an exported ONNX model, served by Ray Serve. "
+            f"{backend.task_name} with an exported ONNX model, served by Ray Serve. "
             f"Limits: {limits.max_text_chars} characters per text, "
-            f"{limits.max_items} texts per request."
+            f"{limits.max_items} items per request."
         ),
     )
     api.add_exception_handler(RequestValidationError, _validation_error_handler)
+    api.add_exception_handler(StarletteHTTPException, _http_error_handler)
 
-    async def predict(request: body_model) -> Prediction | list[Prediction]:  # type: ignore[valid-type]
-        answers = await backend.predict(request.all_texts())
+    async def predict(request: body_model) -> Any:  # type: ignore[valid-type]
+        answers = await backend.predict(request.items())
         if request.is_single:
-            return Prediction.model_validate(answers[0])
-        return [Prediction.model_validate(answer) for answer in answers]
+            return answer_model.model_validate(answers[0])
+        return [answer_model.model_validate(answer) for answer in answers]
 
     api.add_api_route(
         "/predict",
         predict,
         methods=["POST"],
-        response_model=Prediction | list[Prediction],
+        response_model=answer_model | list[answer_model],  # type: ignore[valid-type]
         responses={422: {"model": ErrorResponse, "description": "Invalid request"}},
-        summary="Classify one text or a list of texts",
+        summary=f"{backend.task_name}: one item or a list of items",
     )
 
     @api.get("/healthz", response_model=HealthResponse)
@@ -147,17 +169,19 @@ def build_api(backend: PredictionBackend) -> FastAPI:
 
 @serve.deployment(name=DEPLOYMENT_NAME)
 @serve.ingress()
-class SentimentDeployment:
+class ModelDeployment:
     """One replica: loads the ONNX model, warms it up, and answers through ``@serve.batch``.
 
     The constructor runs a real inference, so Serve marks the replica ready only once the
-    model works. Every text of a request is its own batch item, so texts from concurrent
+    model works. Every item of a request is its own batch item, so items from concurrent
     requests share model calls.
     """
 
     def __init__(self, args: dict[str, Any]) -> None:
         self.limits = AppArgs.model_validate(args)
         self.predictor = OnnxPredictor(self.limits.model_dir, self.limits.intra_op_threads)
+        self.task_name = self.predictor.task.name
+        self.request_kind = self.predictor.request_kind
         self.predictor.warmup()
         self.counter = BatchCounter()
         self._predict_batch.set_max_batch_size(self.limits.max_batch_size)
@@ -169,21 +193,21 @@ class SentimentDeployment:
 
     def check_health(self) -> None:
         """Serve's periodic replica health check: fails if the model is gone."""
-        if self.predictor is None or self.predictor.session is None:
+        if self.predictor is None or self.predictor.model is None:
             raise RuntimeError("model not loaded")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _predict_batch(self, texts: list[str]) -> list[dict[str, Any] | Exception]:
-        self.counter.record(len(texts))
+    async def _predict_batch(self, items: list[dict[str, str]]) -> list[dict[str, Any] | Exception]:
+        self.counter.record(len(items))
         # ONNX Runtime releases the GIL: run it off the event loop so new requests keep queueing.
-        return await asyncio.to_thread(predict_isolated, self.predictor, texts)
+        return await asyncio.to_thread(predict_isolated, self.predictor, items)
 
-    async def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        """One answer per text, in order; each text goes through the batch queue.
+    async def predict(self, items: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """One answer per item, in order; each item goes through the batch queue.
 
-        Raises the first error a text of this request caused (the HTTP layer answers 500).
+        Raises the first error an item of this request caused (the HTTP layer answers 500).
         """
-        results = await asyncio.gather(*(self._predict_batch(text) for text in texts))
+        results = await asyncio.gather(*(self._predict_batch(item) for item in items))
         answers = []
         for result in results:
             if isinstance(result, Exception):
@@ -196,6 +220,7 @@ class SentimentDeployment:
         meta = self.predictor.meta
         return InfoResponse(
             task=meta["task"],
+            request_kind=self.request_kind,
             labels=self.predictor.labels,
             model_dir=str(self.predictor.model_dir),
             base_model=meta.get("base_model"),
@@ -244,7 +269,7 @@ def deployment_options(args: AppArgs) -> dict[str, Any]:
         "max_ongoing_requests": max(
             args.max_batch_size, math.ceil(2 * args.target_ongoing_requests)
         ),
-        "ray_actor_options": {"num_cpus": max(1, args.intra_op_threads)},
+        "ray_actor_options": {"num_cpus": args.replica_cpus or max(1, args.intra_op_threads)},
     }
 
 
@@ -256,7 +281,7 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     """
     parsed = parse_app_args(args)
     parsed = parsed.model_copy(update={"model_dir": resolve_model_dir(parsed.model_dir)})
-    deployment = SentimentDeployment.options(**deployment_options(parsed))
+    deployment = ModelDeployment.options(**deployment_options(parsed))
     return deployment.bind(parsed.builder_args())
 
 

@@ -1,7 +1,8 @@
-"""A predictor over an exported ONNX model folder: tokenizer + ONNX Runtime + task post-processing.
+"""A predictor over an exported model folder: tokenizer + ONNX Runtime + the task's decoding.
 
 It does not import Ray, so it can be unit-tested, used in batch inference, and wrapped by the
-Serve deployment.
+Serve deployment. Requests are items of the task's request kind (``{"text"}``, ``{"text",
+"text_pair"}`` or ``{"question", "context"}``); a bare string means ``{"text": string}``.
 """
 
 from __future__ import annotations
@@ -10,63 +11,67 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from raynlp.tasks import get_task
-from raynlp.tasks.base import InputSpec
-from raynlp.training.checkpoints import read_model_meta
+from raynlp.export.files import onnx_file_names
+from raynlp.inference import ModelRunner, example_lengths
 
 
 def find_onnx_file(model_dir: Path) -> Path:
     """The single ``*.onnx`` file of an Optimum export folder (fp32 or quantized)."""
-    files = sorted(Path(model_dir).glob("*.onnx"))
-    if len(files) != 1:
-        raise FileNotFoundError(
-            f"expected exactly one .onnx file in {model_dir}, found {[f.name for f in files]}"
-        )
-    return files[0]
+    (name,) = onnx_file_names(model_dir).values()
+    return Path(model_dir) / name
 
 
 def make_session(onnx_file: Path, intra_op_threads: int = 1) -> Any:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    from raynlp.inference import session_options
+
+    return ort.InferenceSession(
+        str(onnx_file), session_options(intra_op_threads), providers=["CPUExecutionProvider"]
+    )
+
+
+WARMUP_ITEMS = {
+    "text": {"text": "warm-up"},
+    "pair": {"text": "warm-up", "text_pair": "warm-up"},
+    "qa": {"question": "warm-up?", "context": "warm-up"},
+}
 
 
 class OnnxPredictor:
-    """Load once, then ``predict(texts)`` → one JSON-ready answer per text."""
+    """Load once, then ``predict(items)`` → one JSON-ready answer per item, in order."""
 
     def __init__(self, model_dir: str | Path, intra_op_threads: int = 1):
-        from transformers import AutoTokenizer
+        self.runner = ModelRunner(model_dir, intra_op_threads)
+        self.model_dir = self.runner.model_dir
+        self.meta = self.runner.meta
+        self.task = self.runner.task
+        self.labels = self.runner.labels
+        self.spec = self.runner.spec
+        self.model = self.runner.model
 
-        self.model_dir = Path(model_dir)
-        self.meta = read_model_meta(self.model_dir)
-        self.task = get_task(self.meta["task"])
-        self.labels = self.meta.get("labels")
-        self.spec = InputSpec.from_meta(self.meta)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
-        self.session = make_session(find_onnx_file(self.model_dir), intra_op_threads)
-        self.input_names = [item.name for item in self.session.get_inputs()]
+    @property
+    def request_kind(self) -> str:
+        return self.task.request_kind
 
-    def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {name: features[name] for name in self.input_names}
-        return self.session.run(None, feed)[0]
-
-    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        features = self.task.encode_texts(texts, self.tokenizer, self.spec)
-        answers = self.task.predict_texts(self.logits(features), self.labels)
-        lengths = features["attention_mask"].sum(axis=1)
-        for answer, length in zip(answers, lengths, strict=True):
-            # A full window may mean the text was cut to max_length tokens.
-            answer["truncated"] = bool(length >= self.spec.max_length)
+    def predict(self, items: list[dict[str, str] | str]) -> list[dict[str, Any]]:
+        items = [{"text": item} if isinstance(item, str) else item for item in items]
+        rows = self.task.request_rows(items, self.spec)
+        features = self.runner.encode(rows, targets=False, padding="longest")
+        answers = self.runner.predict_rows(rows, batch_size=len(rows), features=features)
+        # Tasks that know better (NER: untagged words; QA: windows, nothing cut) set the flag;
+        # otherwise a full token window means the input may have been cut to max_length.
+        full = example_lengths(features) >= self.spec.max_length
+        unset = [i for i, answer in enumerate(answers) if "truncated" not in answer]
+        for i in unset:
+            answers[i]["truncated"] = False
+        for index, is_full in zip(features["example_index"], full, strict=True):
+            if int(index) in unset and is_full:
+                answers[int(index)]["truncated"] = True
         return answers
 
     def warmup(self) -> float:
         """Run one inference so the first real request does not pay for session set-up."""
         started = time.perf_counter()
-        self.predict(["warm-up"])
+        self.predict([WARMUP_ITEMS[self.request_kind]])
         return time.perf_counter() - started

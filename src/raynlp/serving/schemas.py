@@ -97,6 +97,9 @@ class PredictRequest(BaseModel):
         """The request's texts as a list (one element for a ``text`` request)."""
         return [self.text] if self.text is not None else list(self.texts or [])
 
+    def items(self) -> list[dict[str, str]]:
+        return [{"text": text} for text in self.all_texts()]
+
 
 def request_model(max_text_chars: int, max_items: int) -> type[PredictRequest]:
     """A :class:`PredictRequest` subclass enforcing these limits (same fields and rules)."""
@@ -112,6 +115,135 @@ def request_model(max_text_chars: int, max_items: int) -> type[PredictRequest]:
     return LimitedPredictRequest
 
 
+class PairItem(BaseModel):
+    """Two texts to compare."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: StrictStr = Field(description="First sentence.")
+    text_pair: StrictStr = Field(description="Second sentence.")
+
+
+class QaItem(BaseModel):
+    """A question about a context; the answer is a span of the context."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    question: StrictStr
+    context: StrictStr
+
+
+def _check_fields(item: BaseModel, max_chars: int, where: str = "") -> None:
+    for name, value in item.model_dump().items():
+        problem = text_problem(value, max_chars)
+        if problem:
+            raise ValueError(f"{where}{name} {problem}")
+
+
+class PairRequest(BaseModel):
+    """``{"text": "...", "text_pair": "..."}`` for one score or ``{"pairs": [{...}, ...]}``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_text_chars: ClassVar[int] = DEFAULT_LIMITS.max_text_chars
+    max_items: ClassVar[int] = DEFAULT_LIMITS.max_items
+
+    text: StrictStr | None = None
+    text_pair: StrictStr | None = None
+    pairs: list[PairItem] | None = Field(None, description="Several pairs; answers in order.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> PairRequest:
+        single = self.text is not None or self.text_pair is not None
+        if single == (self.pairs is not None):
+            raise ValueError(
+                "give either 'text' and 'text_pair' (one pair) or 'pairs' (a list of pairs)"
+            )
+        if single and (self.text is None or self.text_pair is None):
+            raise ValueError("a pair needs both 'text' and 'text_pair'")
+        if self.pairs is not None and not self.pairs:
+            raise ValueError("'pairs' must hold at least one pair")
+        if self.pairs is not None and len(self.pairs) > self.max_items:
+            raise ValueError(f"'pairs' has {len(self.pairs)} items; the limit is {self.max_items}")
+        for index, item in enumerate(self.items()):
+            _check_fields(
+                PairItem(**item), self.max_text_chars, "" if single else f"pairs.{index}."
+            )
+        return self
+
+    @property
+    def is_single(self) -> bool:
+        return self.pairs is None
+
+    def items(self) -> list[dict[str, str]]:
+        if self.pairs is None:
+            return [{"text": str(self.text), "text_pair": str(self.text_pair)}]
+        return [p.model_dump() for p in self.pairs]
+
+
+class QaRequest(BaseModel):
+    """``{"question": "...", "context": "..."}`` for one answer or ``{"inputs": [{...}, ...]}``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_text_chars: ClassVar[int] = DEFAULT_LIMITS.max_text_chars
+    max_items: ClassVar[int] = DEFAULT_LIMITS.max_items
+
+    question: StrictStr | None = None
+    context: StrictStr | None = None
+    inputs: list[QaItem] | None = Field(None, description="Several questions; answers in order.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> QaRequest:
+        single = self.question is not None or self.context is not None
+        if single == (self.inputs is not None):
+            raise ValueError(
+                "give either 'question' and 'context' (one question) or 'inputs' (a list of them)"
+            )
+        if single and (self.question is None or self.context is None):
+            raise ValueError("a question needs both 'question' and 'context'")
+        if self.inputs is not None and not self.inputs:
+            raise ValueError("'inputs' must hold at least one question")
+        if self.inputs is not None and len(self.inputs) > self.max_items:
+            raise ValueError(
+                f"'inputs' has {len(self.inputs)} items; the limit is {self.max_items}"
+            )
+        for index, item in enumerate(self.items()):
+            _check_fields(QaItem(**item), self.max_text_chars, "" if single else f"inputs.{index}.")
+        return self
+
+    @property
+    def is_single(self) -> bool:
+        return self.inputs is None
+
+    def items(self) -> list[dict[str, str]]:
+        if self.inputs is None:
+            return [{"question": str(self.question), "context": str(self.context)}]
+        return [i.model_dump() for i in self.inputs]
+
+
+REQUEST_MODELS: dict[str, type[BaseModel]] = {
+    "text": PredictRequest,
+    "pair": PairRequest,
+    "qa": QaRequest,
+}
+
+
+def request_model_for(kind: str, max_text_chars: int, max_items: int) -> type[BaseModel]:
+    """The request model of a task's ``request_kind`` with these limits."""
+    base = REQUEST_MODELS[kind]
+    if max_text_chars < 1 or max_items < 1:
+        raise ValueError("max_text_chars and max_items must be >= 1")
+    limited = type(
+        f"Limited{base.__name__}",
+        (base,),
+        {"__doc__": base.__doc__, "model_config": ConfigDict(title=base.__name__)},
+    )
+    limited.max_text_chars = max_text_chars
+    limited.max_items = max_items
+    return limited
+
+
 class Prediction(BaseModel):
     """One classification answer."""
 
@@ -119,6 +251,50 @@ class Prediction(BaseModel):
     score: float = Field(description="Probability of `label`.")
     scores: dict[str, float] = Field(description="Probability of every class.")
     truncated: bool = Field(description="True when the text filled the token window (maybe cut).")
+
+
+class Entity(BaseModel):
+    text: str = Field(description="The entity as it appears in the input.")
+    type: str = Field(description="Entity type, e.g. PER, ORG, LOC, MISC.")
+    start: int = Field(description="Character offset of the first character.")
+    end: int = Field(description="Character offset after the last character.")
+    score: float = Field(description="Mean probability of the entity's word tags.")
+
+
+class EntitiesPrediction(BaseModel):
+    """Named entities of one text."""
+
+    entities: list[Entity]
+    truncated: bool = Field(description="True when words beyond the token window were not tagged.")
+
+
+class AnswerPrediction(BaseModel):
+    """The answer span of one question."""
+
+    answer: str = Field(description="Answer text ('' when no span qualifies).")
+    start: int = Field(description="Character offset of the answer in the context.")
+    end: int
+    score: float = Field(description="Probability of the span (start × end).")
+    truncated: bool = False
+
+
+class SimilarityPrediction(BaseModel):
+    score: float = Field(description="Predicted similarity on the training labels' scale.")
+    truncated: bool
+
+
+class SummaryPrediction(BaseModel):
+    summary: str
+    truncated: bool = Field(description="True when the document was cut to the token window.")
+
+
+RESPONSE_MODELS: dict[str, type[BaseModel]] = {
+    "classification": Prediction,
+    "ner": EntitiesPrediction,
+    "qa": AnswerPrediction,
+    "similarity": SimilarityPrediction,
+    "summarization": SummaryPrediction,
+}
 
 
 class BatchStats(BaseModel):
@@ -135,6 +311,7 @@ class InfoResponse(BaseModel):
     """The model a replica serves and its request limits."""
 
     task: str
+    request_kind: str = "text"
     labels: list[str] | None
     model_dir: str
     base_model: str | None = None
@@ -198,7 +375,7 @@ class AppArgs(ServeSection):
 
 
 _NOT_AN_OBJECT = (
-    'expected a JSON object such as {"text": "..."} or {"texts": [...]}, '
+    'expected a JSON object with this model\'s fields (see /docs; e.g. {"text": "..."}), '
     "sent with content-type application/json"
 )
 

@@ -199,11 +199,19 @@ class QuestionAnswering(EncoderTask):
         for index, row in enumerate(rows):
             context = str(row[spec.text_pair_column])
             if index not in best:
-                answers.append({"answer": "", "start": 0, "end": 0, "score": 0.0})
+                answers.append(
+                    {"answer": "", "start": 0, "end": 0, "score": 0.0, "truncated": False}
+                )
                 continue
             _, start, end, probability = best[index]
-            answers.append(
-                {"answer": context[start:end], "start": start, "end": end, "score": probability}
+            answers.append(  # windows cover the whole context: nothing is cut
+                {
+                    "answer": context[start:end],
+                    "start": start,
+                    "end": end,
+                    "score": probability,
+                    "truncated": False,
+                }
             )
         return answers
 

@@ -1,0 +1,157 @@
+"""Every task's exported model behind Ray Serve over real HTTP: each schema round-trips, answers
+match the in-process predictor, and bad requests get a 422 with a message (never a 500)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import untrained_model_dir
+
+TASKS = ["ner", "qa", "similarity", "summarization"]
+GOOD = {
+    "ner": ({"text": "Maria Lopez flew to Berlin."}, {"texts": ["Paris", "Acme Corp. hired Bo."]}),
+    "qa": (
+        {"question": "Where is the cat?", "context": "The cat sleeps on the red mat."},
+        {"inputs": [{"question": "Who?", "context": "Ann met Bob."}] * 2},
+    ),
+    "similarity": (
+        {"text": "A man plays guitar.", "text_pair": "A man is playing a guitar."},
+        {"pairs": [{"text": "a", "text_pair": "b"}, {"text": "c d", "text_pair": "c d"}]},
+    ),
+    "summarization": (
+        {"text": "The council approved the budget on Tuesday after a long debate."},
+        {"texts": ["One short news story.", "Another story about the weather."]},
+    ),
+}
+BAD = {
+    "ner": [{"text": ""}, {"text": "x", "texts": ["y"]}, {"texts": []}, {"text": 3}],
+    "qa": [
+        {"question": "Who?"},
+        {"question": " ", "context": "Ann met Bob."},
+        {"inputs": [{"question": "Who?"}]},
+        {"inputs": [{"question": "a", "context": "b", "extra": 1}]},
+        {"question": "a", "context": "b", "inputs": []},
+    ],
+    "similarity": [
+        {"text": "only one"},
+        {"pairs": [{"text": "a"}]},
+        {"pairs": []},
+        {"text": "a", "text_pair": ""},
+        {"pairs": [["a", "b"]]},
+    ],
+    "summarization": [{"text": "x" * 5001}, {"document": "x"}, {"texts": ["ok", "  "]}],
+}
+KEYS = {
+    "ner": {"entities", "truncated"},
+    "qa": {"answer", "start", "end", "score", "truncated"},
+    "similarity": {"score", "truncated"},
+    "summarization": {"summary", "truncated"},
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_base_model: Path, tiny_t5_model: Path) -> dict[str, Path]:
+    """fp32 ONNX exports of untrained tiny models of every task (NER with its CRF)."""
+    from raynlp.export.onnx import export_onnx
+
+    root = tmp_path_factory.mktemp("task-serving")
+    folders = {}
+    for task in TASKS:
+        base = tiny_t5_model if task == "summarization" else tiny_base_model
+        model_dir = untrained_model_dir(task, base, root / task / "model")
+        folders[task] = export_onnx(model_dir, root / task / "onnx")
+    return folders
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def base_url(exported: dict[str, Path]) -> Iterator[str]:
+    """All four apps on one private Ray + Serve, each under /<task>."""
+    import ray
+    from ray import serve
+
+    from raynlp.serving.app import build_app
+
+    port = _free_port()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        for task, folder in exported.items():
+            args = {
+                "model_dir": str(folder),
+                "max_text_chars": 5000,
+                "min_replicas": 1,
+                "max_replicas": 1,
+                "replica_cpus": 0.25,  # four models on a 2-CPU machine
+            }
+            serve.run(build_app(args), name=task, route_prefix=f"/{task}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _post(url: str, body: Any) -> requests.Response:
+    return requests.post(url, json=body, timeout=60)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("task", TASKS)
+def test_task_endpoint_round_trip(task: str, base_url: str, exported: dict[str, Path]) -> None:
+    from raynlp.serving.predictor import OnnxPredictor
+
+    single, several = GOOD[task]
+    url = f"{base_url}/{task}/predict"
+    response = _post(url, single)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert set(answer) == KEYS[task], answer
+
+    local = OnnxPredictor(exported[task])
+    expected = local.predict([single])[0]  # a single-item body is the item itself
+    for key in KEYS[task] - {"score", "entities"}:
+        assert answer[key] == expected[key], (key, answer, expected)
+    if "score" in answer:
+        assert answer["score"] == pytest.approx(expected["score"], abs=1e-4)
+    if task == "qa":
+        context = single["context"]
+        assert answer["answer"] == context[answer["start"] : answer["end"]]
+    if task == "ner":
+        for entity in answer["entities"]:
+            assert single["text"][entity["start"] : entity["end"]] == entity["text"]
+
+    response = _post(url, several)
+    assert response.status_code == 200, response.text
+    answers = response.json()
+    assert isinstance(answers, list) and len(answers) == len(next(iter(several.values())))
+    assert all(set(a) == KEYS[task] for a in answers)
+
+    info = requests.get(f"{base_url}/{task}/info", timeout=30).json()
+    assert info["task"] == task
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("task", TASKS)
+def test_task_endpoint_rejects_bad_requests(task: str, base_url: str) -> None:
+    url = f"{base_url}/{task}/predict"
+    for body in BAD[task]:
+        response = _post(url, body)
+        assert response.status_code == 422, (body, response.status_code, response.text)
+        message = response.json()["message"]
+        assert message and "Traceback" not in message, message
+    response = requests.post(
+        url, data=b"\xff\xfe not json", timeout=30, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text  # not UTF-8: cannot even be parsed
+    assert "UTF-8" in response.json()["message"], response.text
+    assert _post(url, GOOD[task][0]).status_code == 200  # the replica still answers
