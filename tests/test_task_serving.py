@@ -155,3 +155,28 @@ def test_task_endpoint_rejects_bad_requests(task: str, base_url: str) -> None:
     assert response.status_code == 400, response.text  # not UTF-8: cannot even be parsed
     assert "UTF-8" in response.json()["message"], response.text
     assert _post(url, GOOD[task][0]).status_code == 200  # the replica still answers
+
+
+def test_cli_predict_in_process_takes_json_items(exported: dict[str, Path], capsys) -> None:
+    """`raynlp predict --model DIR` reads plain text or JSON items and prints one line each."""
+    import json
+
+    from raynlp.cli import main as raynlp
+
+    item = {"question": "Where is the cat?", "context": "The cat sleeps on the mat."}
+    assert raynlp(["predict", "--model", str(exported["qa"]), json.dumps(item)]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    assert line["question"] == item["question"]
+    assert line["answer"] == item["context"][line["start"] : line["end"]]
+
+    assert raynlp(["predict", "--model", str(exported["ner"]), "Ann Lee met Bo in Rome."]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    assert line["text"] == "Ann Lee met Bo in Rome." and isinstance(line["entities"], list)
+
+
+def test_cli_lists_the_five_tasks(capsys) -> None:
+    from raynlp.cli import main as raynlp
+
+    assert raynlp(["tasks"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == ["classification", "ner", "qa", "similarity", "summarization"]

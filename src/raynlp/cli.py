@@ -100,22 +100,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+LIST_KEYS = {"text": "texts", "pair": "pairs", "qa": "inputs"}
+"""The list field of each request kind (see raynlp.serving.schemas)."""
+
+
+def _read_items(args: argparse.Namespace) -> list[dict[str, str]]:
+    """Items from the arguments or stdin: a JSON object per line ({"question", "context"}, ...)
+    or plain text (→ {"text": line})."""
+    lines = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    items = []
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("{"):
+            try:
+                items.append(json.loads(stripped))
+                continue
+            except json.JSONDecodeError:
+                pass
+        items.append({"text": line})
+    return items
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    items = _read_items(args)
     if args.model:
         from raynlp.serving.predictor import OnnxPredictor
 
-        answers = OnnxPredictor(args.model).predict(texts)
+        answers = OnnxPredictor(args.model).predict(items)
     else:
         import requests
 
-        response = requests.post(args.url, json={"texts": texts}, timeout=args.timeout)
+        info = requests.get(args.url.rsplit("/", 1)[0] + "/info", timeout=args.timeout)
+        kind = info.json().get("request_kind", "text") if info.ok else "text"
+        body = {LIST_KEYS[kind]: items if kind != "text" else [i["text"] for i in items]}
+        response = requests.post(args.url, json=body, timeout=args.timeout)
         if response.status_code != 200:
             print(f"error {response.status_code}: {response.text}", file=sys.stderr)
             return 1
-        answers = response.json()["predictions"]
-    for text, answer in zip(texts, answers, strict=True):
-        print(json.dumps({"text": text, **answer}))
+        answers = response.json()
+    for item, answer in zip(items, answers, strict=True):
+        print(json.dumps({**item, **answer}))
     return 0
 
 
@@ -169,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = verb(
         "evaluate",
         cmd_evaluate,
-        "Score a trained model on a data file "
-        "(accuracy, per-class and macro P/R/F1, confusion matrix).",
+        "Score a trained model on a data file with its task's metrics (accuracy/P/R/F1, "
+        "seqeval entity F1, SQuAD EM/F1, Pearson/Spearman, ROUGE).",
     )
     evaluate.add_argument("model", help="run folder (runs/NAME) or its model/ folder")
     evaluate.add_argument("data", help="data file (same columns as training) or sample://NAME")
@@ -215,10 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict = verb(
         "predict",
         cmd_predict,
-        "Predict texts through a running endpoint (--url) "
-        "or an exported model in-process (--model). Texts from args or stdin.",
+        "Predict through a running endpoint (--url) or an exported model in-process (--model). "
+        "Inputs from args or stdin, one per line: plain text, or a JSON item such as "
+        '{"question": ..., "context": ...} / {"text": ..., "text_pair": ...}.',
     )
-    predict.add_argument("texts", nargs="*", help="texts (default: one per line on stdin)")
+    predict.add_argument("texts", nargs="*", help="inputs (default: one per line on stdin)")
     predict.add_argument("--url", default="http://127.0.0.1:8000/predict")
     predict.add_argument("--model", help="exported model folder: predict in-process instead")
     predict.add_argument("--timeout", type=float, default=30.0)
