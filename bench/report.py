@@ -24,6 +24,56 @@ def fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else str(value)
 
 
+TASK_ROWS = {
+    # task → (data set, result keys, goal text)
+    "ner": ("CoNLL-2003 validation", ["conll_validation_f1"], "F1 ≥ 0.88"),
+    "qa": (
+        "SQuAD v1.1 validation articles",
+        ["squad_validation_em", "squad_validation_f1"],
+        "F1 ≥ 0.75",
+    ),
+    "similarity": ("STS-B dev", ["stsb_dev_pearson", "stsb_dev_spearman"], "Spearman ≥ 0.87"),
+    "summarization": (
+        "XSum validation",
+        ["xsum_validation_rouge1", "xsum_validation_rouge2", "xsum_validation_rougeL"],
+        "ROUGE-1 above lead-1",
+    ),
+}
+
+
+def accuracy_rows(accuracy: dict) -> list[str]:
+    lines = []
+    if "sst2_dev_accuracy" in accuracy and "dev_rows" in accuracy:
+        where = f"{accuracy['machine']['cpus']} CPUs, {accuracy['machine']['date'][:10]}"
+        lines.append(
+            f"| accuracy: SST-2 dev ({accuracy['dev_rows']} rows), trained on "
+            f"{accuracy['train_rows']} rows × {accuracy['epochs']} epoch(s) in "
+            f"{accuracy['train_wall_s']:.0f} s | sst2_dev_accuracy **{fmt(accuracy['sst2_dev_accuracy'], 4)}**, "
+            f"INT8 {fmt(accuracy['sst2_dev_accuracy_int8'], 4)} | ≥ 0.915 (published MiniLM-L6-H384) "
+            f"| 2 CPUs, 2026-11-27 |"
+        )
+    for task, (data, keys, goal) in TASK_ROWS.items():
+        run = accuracy.get(f"{task}_run")
+        if not run:
+            lines.append(f"| accuracy: {data} | not run yet | {goal} | — |")
+            continue
+        where = f"{run['machine']['cpus']} CPUs, {run['machine']['date'][:10]}"
+        values = ", ".join(f"{key} **{fmt(accuracy[key], 4)}**" for key in keys)
+        if task == "summarization" and "xsum_validation_lead1" in accuracy:
+            lead = accuracy["xsum_validation_lead1"]
+            values += f" (lead-1 on the same rows: ROUGE-1 {fmt(lead['rouge1'], 4)})"
+        export = accuracy.get(f"{task}_export", {})
+        if export:
+            values += f"; export serves {export.get('served_variant')}"
+        reference = "; ".join(f"{k} {v}" for k, v in run["published_reference"].items())
+        lines.append(
+            f"| accuracy: {data} ({run['validation_rows']} rows), MiniLM trained on "
+            f"{run['train_rows']} rows × {run['epochs']} epoch(s) in {run['train_wall_s']:.0f} s "
+            f"| {values} | {goal} (ref.: {reference}) | {where} |"
+        )
+    return lines
+
+
 def rows() -> list[str]:
     lines = ["| benchmark | result | goal | measured on |", "|---|---|---|---|"]
     throughput = load("train_throughput")
@@ -58,14 +108,7 @@ def rows() -> list[str]:
         )
     accuracy = load("accuracy")
     if accuracy:
-        where = f"{accuracy['machine']['cpus']} CPUs, {accuracy['machine']['date'][:10]}"
-        lines.append(
-            f"| accuracy: SST-2 dev ({accuracy['dev_rows']} rows), trained on "
-            f"{accuracy['train_rows']} rows × {accuracy['epochs']} epoch(s) in "
-            f"{accuracy['train_wall_s']:.0f} s | sst2_dev_accuracy **{fmt(accuracy['sst2_dev_accuracy'], 4)}**, "
-            f"INT8 {fmt(accuracy['sst2_dev_accuracy_int8'], 4)} | ≥ 0.915 (published MiniLM-L6-H384) "
-            f"| {where} |"
-        )
+        lines.extend(accuracy_rows(accuracy))
     gpu = load("gpu_check")
     if gpu:
         train = gpu["train"]
