@@ -132,3 +132,41 @@ def test_qa_minilm_learns(tmp_path: Path, ray_local):
     after = result.metrics["validation"]
     assert after["f1"] > before + 0.15, (before, result.metrics["history"])
     assert after["exact_match"] > 0.1, after
+
+
+@pytest.mark.timeout(600)
+def test_bert2bert_exports_without_cache_and_generates_like_pytorch(
+    tmp_path: Path, tiny_base_model
+):
+    """The offline summarizer: an encoder-decoder warm-started from a BERT encoder exports to
+    ONNX (encoder + decoder, no past key values: Optimum has none for a BERT decoder) and beam
+    search through ONNX Runtime gives PyTorch's summaries token for token."""
+    from conftest import untrained_model_dir
+
+    from raynlp.export.files import onnx_file_names
+    from raynlp.export.onnx import export_onnx
+
+    model_dir = untrained_model_dir("summarization", tiny_base_model, tmp_path / "model")
+    onnx_dir = export_onnx(model_dir, tmp_path / "onnx")
+    assert set(onnx_file_names(onnx_dir)) == {"encoder", "decoder"}
+    rows = read_rows("sample://xsum_validation.jsonl")[:4]
+    torch_answers = ModelRunner(model_dir).predict_rows(rows)
+    onnx_answers = ModelRunner(onnx_dir).predict_rows(rows)
+    assert [a["summary"] for a in onnx_answers] == [a["summary"] for a in torch_answers]
+    assert all(a["summary"] for a in torch_answers)
+
+
+@pytest.mark.timeout(600)
+def test_t5_exports_with_past_key_values(tmp_path: Path, tiny_t5_model):
+    from conftest import untrained_model_dir
+
+    from raynlp.export.files import onnx_file_names
+    from raynlp.export.onnx import export_onnx
+
+    model_dir = untrained_model_dir("summarization", tiny_t5_model, tmp_path / "model")
+    onnx_dir = export_onnx(model_dir, tmp_path / "onnx")
+    assert set(onnx_file_names(onnx_dir)) == {"encoder", "decoder", "decoder_with_past"}
+    rows = read_rows("sample://xsum_validation.jsonl")[:4]
+    torch_answers = ModelRunner(model_dir).predict_rows(rows)
+    onnx_answers = ModelRunner(onnx_dir).predict_rows(rows)
+    assert [a["summary"] for a in onnx_answers] == [a["summary"] for a in torch_answers]
