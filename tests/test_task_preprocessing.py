@@ -262,3 +262,15 @@ def test_similarity_scores_must_be_numbers(tokenizer):
     assert task.agreement(
         predictions, [{"score": 1.0}, {"score": 2.5}, {"score": 3.0}]
     ) == pytest.approx(2 / 3)
+
+
+def test_eval_options_replace_their_namesake_during_training_validation():
+    from raynlp.training.loop import validation_spec
+
+    spec = InputSpec("document", None, "summary", 32, {"num_beams": 4, "eval_num_beams": 1})
+    assert validation_spec(spec).options["num_beams"] == 1
+    assert spec.options["num_beams"] == 4  # the exported model keeps its real setting
+    unset = InputSpec("document", None, "summary", 32, {"num_beams": 4, "eval_num_beams": None})
+    assert validation_spec(unset) is unset
+    kwargs = get_task("summarization").generation_kwargs(validation_spec(spec))
+    assert kwargs["num_beams"] == 1 and kwargs["early_stopping"] is False

@@ -168,11 +168,9 @@ class Summarization:
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(**{k: batch[k] for k in (*SEQ2SEQ_INPUTS, "labels")}).loss
 
-    def generation_kwargs(self, spec: InputSpec, training: bool = False) -> dict[str, Any]:
+    def generation_kwargs(self, spec: InputSpec) -> dict[str, Any]:
         options = spec.options
         beams = int(options.get("num_beams", 4))
-        if training and options.get("eval_num_beams"):
-            beams = int(options["eval_num_beams"])
         return {
             "num_beams": beams,
             "max_new_tokens": int(options.get("max_new_tokens", 48)),
@@ -184,7 +182,7 @@ class Summarization:
 
     def infer(self, model: Any, batch: dict[str, torch.Tensor], spec: InputSpec) -> Features:
         module = unwrap(model)
-        kwargs = self.generation_kwargs(spec, training=model is not module)
+        kwargs = self.generation_kwargs(spec)
         if isinstance(module, torch.nn.Module) and _is_zero3(module):
             # ZeRO-3 gathers weights collectively: ranks keep stepping until all are done.
             kwargs["synced_gpus"] = torch.distributed.get_world_size() > 1

@@ -7,6 +7,7 @@ task-specific question, so this loop is the same for every task.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import time
@@ -75,6 +76,17 @@ def validate(engine: Any, task: Task, setup: ValidationSetup, ctx: WorkerContext
         outputs, setup.rows, setup.spec, setup.labels, tokenizer=setup.tokenizer
     )
     return task.compute_metrics(predictions, setup.rows, setup.spec, setup.labels)
+
+
+def validation_spec(spec: InputSpec) -> InputSpec:
+    """The spec used for validation during training: task options named ``eval_<name>`` (when
+    set) replace ``<name>``, e.g. ``summarization.eval_num_beams`` for a cheaper beam search."""
+    overrides = {
+        name.removeprefix("eval_"): value
+        for name, value in spec.options.items()
+        if name.startswith("eval_") and value is not None
+    }
+    return dataclasses.replace(spec, options={**spec.options, **overrides}) if overrides else spec
 
 
 @dataclass
@@ -151,7 +163,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     model = task.build_model(loop_config["model_path"], labels, spec)
     setup = ValidationSetup(
         config,
-        spec,
+        validation_spec(spec),
         loop_config["validation_rows"],
         labels,
         loop_config["validation_features"],
