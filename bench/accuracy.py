@@ -175,26 +175,63 @@ def run(task: str, data_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def import_gpu_summarization(path: Path) -> dict[str, Any]:
+    """XSum numbers from bench/gpu_summarization.py's device run (same task code: BERT2BERT
+    warm-started from MiniLM, teacher-forced training, beam search, ROUGE; bf16 on one GPU,
+    DeepSpeed ZeRO-2, no Ray on that machine), recorded with the device they came from."""
+    gpu = json.loads(path.read_text())
+    run = gpu["summarization"]
+    return {
+        "xsum_validation_rouge1": run["rouge"]["rouge1"],
+        "xsum_validation_rouge2": run["rouge"]["rouge2"],
+        "xsum_validation_rougeL": run["rouge"]["rougeL"],
+        "xsum_validation_lead1": run["lead1_rouge"],
+        "summarization_run": {
+            "source": f"bench/gpu_summarization.py ({path.name})",
+            "device": gpu["gpu"],
+            "train_rows": run["train_rows"],
+            "epochs": run["epochs"],
+            "validation_rows": run["validation_rows"],
+            "train_wall_s": run["train_s"],
+            "generate_wall_s": run["generate_s"],
+            "published_reference": TASKS["summarization"]["reference"],
+            "machine": {"cpus": "1 GPU", "date": machine()["date"]},
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True, help="the shared data folder (see its README)")
-    parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    parser.add_argument("--data-dir", help="the shared data folder (see its README)")
+    parser.add_argument("--task", choices=sorted(TASKS))
+    parser.add_argument(
+        "--import-gpu-summarization",
+        metavar="JSON",
+        help="record the XSum numbers of a bench/gpu_summarization.py result file instead",
+    )
     parser.add_argument("--max-train-rows", type=int, help="a seeded random sample of N rows")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--max-length", type=int)
     args = parser.parse_args()
 
-    result = run(
-        args.task,
-        Path(args.data_dir),
-        {
-            "max_train_rows": args.max_train_rows,
-            "epochs": args.epochs,
-            "learning_rate": args.learning_rate,
-            "max_length": args.max_length,
-        },
-    )
+    if not args.import_gpu_summarization and not args.data_dir:
+        parser.error("give --data-dir")
+    if args.import_gpu_summarization:
+        result = import_gpu_summarization(Path(args.import_gpu_summarization))
+    elif not args.task:
+        parser.error("give --task (or --import-gpu-summarization)")
+    else:
+        result = run(
+            args.task,
+            Path(args.data_dir),
+            {
+                "max_train_rows": args.max_train_rows,
+                "epochs": args.epochs,
+                "learning_rate": args.learning_rate,
+                "max_length": args.max_length,
+            },
+        )
     print(json.dumps(result, indent=2))
     previous = RESULTS / "accuracy.json"
     merged = json.loads(previous.read_text()) if previous.is_file() else {}

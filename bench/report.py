@@ -57,7 +57,8 @@ def accuracy_rows(accuracy: dict) -> list[str]:
         if not run:
             lines.append(f"| accuracy: {data} | not run yet | {goal} | — |")
             continue
-        where = f"{run['machine']['cpus']} CPUs, {run['machine']['date'][:10]}"
+        where = run.get("device") or f"{run['machine']['cpus']} CPUs"
+        where = f"{where}, {run['machine']['date'][:10]}"
         values = ", ".join(f"{key} **{fmt(accuracy[key], 4)}**" for key in keys)
         if task == "summarization" and "xsum_validation_lead1" in accuracy:
             lead = accuracy["xsum_validation_lead1"]
@@ -68,7 +69,8 @@ def accuracy_rows(accuracy: dict) -> list[str]:
         reference = "; ".join(f"{k} {v}" for k, v in run["published_reference"].items())
         lines.append(
             f"| accuracy: {data} ({run['validation_rows']} rows), MiniLM trained on "
-            f"{run['train_rows']} rows × {run['epochs']} epoch(s) in {run['train_wall_s']:.0f} s "
+            f"{run['train_rows']} rows × {run['epochs']} epoch(s) in {run['train_wall_s']:.0f} s"
+            f"{' (' + run['source'] + ')' if 'source' in run else ''} "
             f"| {values} | {goal} (ref.: {reference}) | {where} |"
         )
     return lines
