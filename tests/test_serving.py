@@ -247,6 +247,19 @@ def test_serve_config_file_is_valid_for_ray_and_the_builder() -> None:
     assert args.model_dir == "runs/demo/export/serving"
 
 
+@pytest.mark.parametrize("task", ["ner", "qa", "similarity", "summarization"])
+def test_task_serve_configs_are_valid_and_coexist(task: str) -> None:
+    """serve/<task>.yaml: valid for Ray and the builder, its own app name and route prefix."""
+    from ray.serve.schema import ServeDeploySchema
+
+    raw = yaml.safe_load((REPO / "serve" / f"{task}.yaml").read_text())
+    [app] = ServeDeploySchema.model_validate(raw).applications
+    assert (app.name, app.route_prefix) == (f"raynlp-{task}", f"/{task}")
+    assert parse_app_args(app.args).model_dir == f"runs/{task}/export/serving"
+    job = REPO / "jobs" / f"{task}.yaml"
+    assert yaml.safe_load(job.read_text())["name"] == task  # `raynlp train` writes runs/<task>
+
+
 def test_serve_calls_the_builder_with_config_args(tiny_int8_model: Path) -> None:
     """The builder works through the function `serve deploy`/`serve run` use to call it."""
     from ray.serve import Application
