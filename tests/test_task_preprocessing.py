@@ -274,3 +274,34 @@ def test_eval_options_replace_their_namesake_during_training_validation():
     assert validation_spec(unset) is unset
     kwargs = get_task("summarization").generation_kwargs(validation_spec(spec))
     assert kwargs["num_beams"] == 1 and kwargs["early_stopping"] is False
+
+
+@pytest.mark.parametrize("crf", [False, True])
+def test_ner_loss_on_a_trimmed_batch(tokenizer, tmp_path, crf):
+    """The training step's padding trim feeds both NER heads (plain cross-entropy views labels)."""
+    from transformers import BertConfig, BertModel
+
+    from raynlp.training.steps import trim_padding
+
+    base = tmp_path / "bert"
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    BertModel(config).save_pretrained(str(base))
+    task = get_task("ner")
+    spec = ner_spec(crf=crf)
+    rows = [
+        {"tokens": ["Ann", "met", "Bob", "."], "ner_tags": ["B-PER", "O", "B-PER", "O"]},
+        {"tokens": ["Rome"], "ner_tags": ["B-LOC"]},
+    ]
+    features = task.encode(rows, tokenizer, spec, NER_LABELS)
+    batch = trim_padding({k: torch.from_numpy(v) for k, v in features.items()}, task.token_columns)
+    assert batch["labels"].shape[1] < spec.max_length
+    model = task.build_model(str(base), NER_LABELS, spec)
+    loss = task.loss(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss)

@@ -25,7 +25,10 @@ def batches(features: Features, size: int) -> Iterator[Features]:
 def trim_features(features: Features, columns: tuple[str, ...]) -> Features:
     """Drop padding beyond the longest sequence from the token-aligned ``columns``."""
     longest = max(int(features["attention_mask"].sum(axis=1).max()), 1)
-    return {k: v[:, :longest] if k in columns and v.ndim >= 2 else v for k, v in features.items()}
+    return {
+        k: np.ascontiguousarray(v[:, :longest]) if k in columns and v.ndim >= 2 else v
+        for k, v in features.items()
+    }
 
 
 def session_options(threads: int = 1) -> Any:

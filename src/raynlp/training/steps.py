@@ -25,8 +25,9 @@ def trim_padding(
     if mask is None:
         return batch
     longest = max(int(mask.sum(dim=1).max()), 1)
+    # contiguous: losses call .view() on these (a column slice is not viewable)
     return {
-        key: value[:, :longest] if key in columns and value.dim() >= 2 else value
+        key: value[:, :longest].contiguous() if key in columns and value.dim() >= 2 else value
         for key, value in batch.items()
     }
 
