@@ -130,5 +130,9 @@ def test_export_gate_prefers_int8_only_when_it_holds_the_bound():
     assert chosen == "onnx_int8_attention"
     assert "onnx_int8 rejected: f1 drop 0.0200 > 0.0050" in reason
     assert choose_variant({"onnx_fp32": row(0.5)}, 0.99)[0] is None
+    # regression / generation: agreement is reported but only the metric gates
+    scores = {"onnx_fp32": row(1.0), "onnx_int8": row(0.6, 0.003)}
+    chosen, reason = choose_variant(scores, 0.99, 0.005, gate_on_agreement=False)
+    assert chosen == "onnx_int8" and "not gated for this task" in reason
     broken = {"onnx_fp32": {"agreement": 0.5}, "onnx_int8": {"agreement": 0.5}}
     assert choose_variant(broken, 0.99)[0] is None

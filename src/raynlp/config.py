@@ -184,7 +184,7 @@ class ExportSection(_Section):
         ge=0.0,
         le=1.0,
         description="Share of validation predictions a variant must give exactly as PyTorch does "
-        "(class, tag, answer span, summary; similarity: score within 0.1).",
+        "(class, tag sequence, answer span); similarity and summarization gate on the metric only.",
     )
     max_metric_drop: float = Field(
         0.005, ge=0.0, le=1.0, description="Largest drop of the task's metric a variant may have."
