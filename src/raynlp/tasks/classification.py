@@ -258,7 +258,9 @@ class SemanticSimilarity(EncoderTask):
         return np.array(values, dtype=np.float64)
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(**model_inputs(batch, ("labels",))).loss
+        # MSE in fp32: under DeepSpeed bf16 the head's output is bf16, the targets fp32.
+        scores = model(**model_inputs(batch)).logits.float().squeeze(-1)
+        return torch.nn.functional.mse_loss(scores, batch["labels"].float())
 
     def infer(self, model: Any, batch: dict[str, torch.Tensor], spec: InputSpec) -> Features:
         logits = unwrap(model)(**model_inputs(batch)).logits
