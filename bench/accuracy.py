@@ -200,6 +200,39 @@ def import_gpu_summarization(path: Path) -> dict[str, Any]:
     }
 
 
+GPU_TASK_KEYS = {"ner": "ner", "similarity": "similarity", "qa": "qa"}
+
+
+def import_gpu_task(path: Path, replace_keys: bool) -> dict[str, Any]:
+    """Numbers of a bench/gpu_task.py device run (the task's own code, bf16 + ZeRO-2, no Ray),
+    recorded with the device they came from. With ``replace_keys`` they fill the issue's keys
+    (for a task with no CPU run); otherwise they go beside them under ``<task>_gpu``."""
+    gpu = json.loads(path.read_text())
+    run = gpu["run"]
+    task = run["task"]
+    best = max(run["history"], key=lambda h: h[run["best_metric"]])
+    detail = {
+        "source": f"bench/gpu_task.py ({path.name})",
+        "device": gpu["gpu"],
+        "train_rows": run["train_rows"],
+        "epochs": run["epochs"],
+        "best_epoch": best["epoch"],
+        "validation_rows": run["validation_rows"],
+        "train_wall_s": run["wall_s_with_validation"],
+        "learning_rate": run["learning_rate"],
+        "history": run["history"],
+        "published_reference": TASKS[task]["reference"],
+        "machine": {"cpus": "1 GPU", "date": machine()["date"]},
+    }
+    if not replace_keys:
+        return {f"{task}_gpu": detail}
+    result: dict[str, Any] = {
+        key: round(float(best[name]), 4) for key, name in TASKS[task]["keys"].items()
+    }
+    result[f"{task}_run"] = detail
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", help="the shared data folder (see its README)")
@@ -209,15 +242,23 @@ def main() -> None:
         metavar="JSON",
         help="record the XSum numbers of a bench/gpu_summarization.py result file instead",
     )
+    parser.add_argument("--import-gpu-task", metavar="JSON", help="a bench/gpu_task.py result")
+    parser.add_argument(
+        "--as-main-result",
+        action="store_true",
+        help="with --import-gpu-task: fill the task's keys (when it has no CPU run)",
+    )
     parser.add_argument("--max-train-rows", type=int, help="a seeded random sample of N rows")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--max-length", type=int)
     args = parser.parse_args()
 
-    if not args.import_gpu_summarization and not args.data_dir:
+    if not (args.import_gpu_summarization or args.import_gpu_task) and not args.data_dir:
         parser.error("give --data-dir")
-    if args.import_gpu_summarization:
+    if args.import_gpu_task:
+        result = import_gpu_task(Path(args.import_gpu_task), args.as_main_result)
+    elif args.import_gpu_summarization:
         result = import_gpu_summarization(Path(args.import_gpu_summarization))
     elif not args.task:
         parser.error("give --task (or --import-gpu-summarization)")
