@@ -11,25 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raynlp.export.files import onnx_file_names
 from raynlp.inference import ModelRunner, example_lengths
-
-
-def find_onnx_file(model_dir: Path) -> Path:
-    """The single ``*.onnx`` file of an Optimum export folder (fp32 or quantized)."""
-    (name,) = onnx_file_names(model_dir).values()
-    return Path(model_dir) / name
-
-
-def make_session(onnx_file: Path, intra_op_threads: int = 1) -> Any:
-    import onnxruntime as ort
-
-    from raynlp.inference import session_options
-
-    return ort.InferenceSession(
-        str(onnx_file), session_options(intra_op_threads), providers=["CPUExecutionProvider"]
-    )
-
 
 WARMUP_ITEMS = {
     "text": {"text": "warm-up"},

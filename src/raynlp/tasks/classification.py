@@ -91,7 +91,20 @@ class EncoderTask:
         return rows
 
 
-class SequenceClassification(EncoderTask):
+class SequenceHeadTask(EncoderTask):
+    """One score vector per input from the first token (classification and similarity)."""
+
+    def load_trained(self, model_dir: str) -> PreTrainedModel:
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+
+    def infer(self, model: Any, batch: dict[str, torch.Tensor], spec: InputSpec) -> Features:
+        logits = unwrap(model)(**model_inputs(batch)).logits
+        return {"logits": to_numpy(logits), "example_index": to_numpy(batch["example_index"])}
+
+
+class SequenceClassification(SequenceHeadTask):
     name = "classification"
     description = "Sentiment / single-label text classification (accuracy, P/R/F1)"
     onnx_task = "text-classification"
@@ -122,11 +135,6 @@ class SequenceClassification(EncoderTask):
             label2id={name: i for i, name in enumerate(labels)},
         )
 
-    def load_trained(self, model_dir: str) -> PreTrainedModel:
-        from transformers import AutoModelForSequenceClassification
-
-        return AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-
     def encode(
         self,
         rows: list[Row],
@@ -148,10 +156,6 @@ class SequenceClassification(EncoderTask):
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(**model_inputs(batch, ("labels",))).loss
-
-    def infer(self, model: Any, batch: dict[str, torch.Tensor], spec: InputSpec) -> Features:
-        logits = unwrap(model)(**model_inputs(batch)).logits
-        return {"logits": to_numpy(logits), "example_index": to_numpy(batch["example_index"])}
 
     def predictions(
         self,
@@ -192,7 +196,7 @@ class SequenceClassification(EncoderTask):
         return float(np.mean([x["label"] == y["label"] for x, y in zip(a, b, strict=True)]))
 
 
-class SemanticSimilarity(EncoderTask):
+class SemanticSimilarity(SequenceHeadTask):
     """Sentence pairs with a similarity score (STS-B: 0-5); regression head, MSE loss."""
 
     name = "similarity"
@@ -225,11 +229,6 @@ class SemanticSimilarity(EncoderTask):
             model_path, num_labels=1, problem_type="regression"
         )
 
-    def load_trained(self, model_dir: str) -> PreTrainedModel:
-        from transformers import AutoModelForSequenceClassification
-
-        return AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-
     def encode(
         self,
         rows: list[Row],
@@ -261,10 +260,6 @@ class SemanticSimilarity(EncoderTask):
         # MSE in fp32: under DeepSpeed bf16 the head's output is bf16, the targets fp32.
         scores = model(**model_inputs(batch)).logits.float().squeeze(-1)
         return torch.nn.functional.mse_loss(scores, batch["labels"].float())
-
-    def infer(self, model: Any, batch: dict[str, torch.Tensor], spec: InputSpec) -> Features:
-        logits = unwrap(model)(**model_inputs(batch)).logits
-        return {"logits": to_numpy(logits), "example_index": to_numpy(batch["example_index"])}
 
     def predictions(
         self,
