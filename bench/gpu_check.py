@@ -78,7 +78,8 @@ def train_check(
         distributed_backend,
         resolve_precision,
     )
-    from raynlp.training.steps import build_optimizer, build_scheduler, trim_padding
+    from raynlp.training.steps import trim_padding
+    from raynlp.training.strategies import Strategy
 
     config = parse_job_config(
         {
@@ -104,11 +105,13 @@ def train_check(
     )
     torch.manual_seed(0)
     model = task.build_model(str(model_dir), labels, config)
-    optimizer = build_optimizer(model, config)
+    strategy = Strategy(config, model, 1, steps)
+    strategy.prepare(model)
+    optimizer = strategy.build_optimizer(model)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
-        lr_scheduler=build_scheduler(optimizer, config, steps),
+        lr_scheduler=strategy.build_scheduler(optimizer),
         config=build_deepspeed_config(config),
     )
     device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")

@@ -60,7 +60,8 @@ def run(args: argparse.Namespace, use_gpu: bool) -> dict:
     from raynlp.tasks.base import InputSpec, merge_outputs
     from raynlp.tasks.summarization import sentences_per_line
     from raynlp.training.deepspeed import build_deepspeed_config, resolve_precision
-    from raynlp.training.steps import build_optimizer, build_scheduler, trim_padding
+    from raynlp.training.steps import trim_padding
+    from raynlp.training.strategies import Strategy
 
     base = Path(args.base) if use_gpu else tiny_base(Path(args.base))
     config = parse_job_config(
@@ -85,11 +86,13 @@ def run(args: argparse.Namespace, use_gpu: bool) -> dict:
     model = task.build_model(str(base), None, spec)
     steps_per_epoch = len(train_rows) // args.batch_size
     total_steps = steps_per_epoch * args.epochs
-    optimizer = build_optimizer(model, config)
+    strategy = Strategy(config, model, 1, total_steps)
+    strategy.prepare(model)
+    optimizer = strategy.build_optimizer(model)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
-        lr_scheduler=build_scheduler(optimizer, config, total_steps),
+        lr_scheduler=strategy.build_scheduler(optimizer),
         config=build_deepspeed_config(config),
     )
     device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace, use_gpu: bool) -> dict:
     from raynlp.tasks import get_task
     from raynlp.tasks.base import InputSpec, merge_outputs
     from raynlp.training.deepspeed import build_deepspeed_config, resolve_precision
-    from raynlp.training.steps import build_optimizer, build_scheduler, trim_padding
+    from raynlp.training.steps import trim_padding
+    from raynlp.training.strategies import Strategy
 
     base = Path(args.base) if use_gpu else tiny_base(Path(args.base))
     job = {
@@ -71,11 +72,13 @@ def run(args: argparse.Namespace, use_gpu: bool) -> dict:
     torch.manual_seed(0)
     model = task.build_model(str(base), labels, spec)
     steps_per_epoch = total // args.batch_size
-    optimizer = build_optimizer(model, config)
+    strategy = Strategy(config, model, 1, steps_per_epoch * args.epochs)
+    strategy.prepare(model)
+    optimizer = strategy.build_optimizer(model)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
-        lr_scheduler=build_scheduler(optimizer, config, steps_per_epoch * args.epochs),
+        lr_scheduler=strategy.build_scheduler(optimizer),
         config=build_deepspeed_config(config),
     )
     device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")

@@ -67,9 +67,10 @@ INVALID = [
     ),
     (
         with_("training", lr=1e-3),
-        "training.lr: unknown key; allowed keys: batch_size, epochs, eval_batch_size, "
-        "gradient_accumulation_steps, learning_rate, log_every_steps, max_grad_norm, optimizer, "
-        "seed, warmup_ratio, weight_decay",
+        "training.lr: unknown key; allowed keys: batch_size, dropout, early_stopping, epochs, "
+        "eval_batch_size, freeze, gradient_accumulation_steps, layerwise_lr_decay, learning_rate, "
+        "log_every_steps, lr_schedule, max_grad_norm, optimizer, progressive, seed, strategy, "
+        "warmup_ratio, warmup_steps, weight_decay",
     ),
     (
         with_("top", trainer={}),

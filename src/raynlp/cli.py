@@ -31,15 +31,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from raynlp.config import load_job_config
+    from raynlp.config import ConfigError, load_job_config
     from raynlp.runtime import ray_session
-    from raynlp.training.trainer import train
+    from raynlp.training.trainer import load_run_config, train
 
-    config = load_job_config(args.config)  # fails here, before any cluster starts
+    if (args.config is None) == (args.resume is None):
+        raise ConfigError("give a job config, or --resume RUN to continue a run (not both)")
+    if args.resume:
+        if args.output_dir or args.overwrite:
+            raise ConfigError("--resume continues a run in place: no --output-dir / --overwrite")
+        config = load_run_config(args.resume)
+    else:
+        config = load_job_config(args.config)  # fails here, before any cluster starts
     if args.output_dir:
         config.output.dir = args.output_dir
     with ray_session(args.address):
-        result = train(config, overwrite=args.overwrite)
+        result = train(config, overwrite=args.overwrite, resume=args.resume is not None)
     validation = result.metrics["validation"]
     best = {k: v for k, v in validation.items() if isinstance(v, float)}
     print(f"[raynlp] best epoch {result.metrics['best_epoch']}: {json.dumps(best)}")
@@ -183,7 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("config", help="job YAML, e.g. jobs/sentiment.yaml")
 
     train = verb("train", cmd_train, "Fine-tune per a job config on Ray Train + DeepSpeed.")
-    train.add_argument("config", help="job YAML, e.g. jobs/sentiment.yaml")
+    train.add_argument("config", nargs="?", help="job YAML, e.g. jobs/sentiment.yaml")
+    train.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue a stopped or crashed run (its folder, e.g. runs/sentiment) from its latest "
+        "checkpoint: weights, optimizer, LR schedule, step and early-stopping state",
+    )
     train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     train.add_argument("--output-dir", help="override output.dir")
     train.add_argument(

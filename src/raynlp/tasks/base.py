@@ -86,6 +86,8 @@ class Task(Protocol):
     ort_model_class: str
     """Name of the ``optimum.onnxruntime`` class that exports and runs this task."""
     best_metric: str
+    metric_names: tuple[str, ...]
+    """Scalar validation metrics (early stopping and checkpoint ranking may use any)."""
     """Validation metric that decides the best checkpoint and the export gate (higher is better)."""
     default_columns: dict[str, str | None]
     """``text_column`` / ``text_pair_column`` / ``label_column`` when the config leaves them unset."""

@@ -109,6 +109,7 @@ class SequenceClassification(SequenceHeadTask):
     description = "Sentiment / single-label text classification (accuracy, P/R/F1)"
     onnx_task = "text-classification"
     best_metric = "accuracy"
+    metric_names = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
     ort_model_class = "ORTModelForSequenceClassification"
     default_columns = {"text_column": "text", "text_pair_column": None, "label_column": "label"}
 
@@ -203,6 +204,7 @@ class SemanticSimilarity(SequenceHeadTask):
     description = "Semantic similarity of sentence pairs, regression (Pearson, Spearman)"
     onnx_task = "text-classification"
     best_metric = "spearman"
+    metric_names = ("spearman", "pearson", "mse", "mae")
     ort_model_class = "ORTModelForSequenceClassification"
     default_columns = {
         "text_column": "sentence1",

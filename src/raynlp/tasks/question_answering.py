@@ -59,6 +59,7 @@ class QuestionAnswering(EncoderTask):
     description = "Extractive question answering, SQuAD spans with doc-stride windows (EM, F1)"
     onnx_task = "question-answering"
     best_metric = "f1"
+    metric_names = ("f1", "exact_match")
     ort_model_class = "ORTModelForQuestionAnswering"
     default_columns = {
         "text_column": "question",

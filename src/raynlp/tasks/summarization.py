@@ -60,6 +60,7 @@ class Summarization:
     description = "Abstractive summarization, seq2seq (T5 or MiniLM BERT2BERT), beam search (ROUGE)"
     onnx_task = "text2text-generation"
     best_metric = "rougeL"
+    metric_names = ("rougeL", "rouge1", "rouge2", "rougeLsum", "gen_len_words")
     ort_model_class = "ORTModelForSeq2SeqLM"
     default_columns = {
         "text_column": "document",

@@ -60,6 +60,7 @@ class TokenClassification(EncoderTask):
     description = "Named-entity recognition, IOB2 tags, optional CRF (seqeval entity F1)"
     onnx_task = "token-classification"
     best_metric = "f1"
+    metric_names = ("f1", "precision", "recall", "accuracy")
     ort_model_class = "ORTModelForTokenClassification"
     default_columns = {
         "text_column": "tokens",

@@ -26,7 +26,9 @@ from raynlp.tasks import Task, get_task
 from raynlp.tasks.base import Features, InputSpec, merge_outputs
 from raynlp.training.checkpoints import DEEPSPEED_TAG, read_checkpoint_meta, save_checkpoint
 from raynlp.training.deepspeed import build_deepspeed_config
-from raynlp.training.steps import build_optimizer, build_scheduler, trim_padding
+from raynlp.training.early_stopping import EarlyStopping
+from raynlp.training.steps import trim_padding
+from raynlp.training.strategies import Strategy, apply_dropout
 
 
 @dataclass
@@ -100,14 +102,65 @@ class ValidationSetup:
 
 
 def _resume_state(engine: Any) -> dict[str, Any]:
-    """If Ray restarted this run after a failure, load the latest checkpoint."""
+    """The latest checkpoint of this run, when Ray restarted the workers after a failure or the
+    run was resumed with ``raynlp train --resume``: weights, optimizer, LR scheduler and step
+    (DeepSpeed's checkpoint), epoch, history and early-stopping state (raynlp's metadata)."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return {"epoch": 0, "step": 0, "history": []}
+        return {"epoch": 0, "history": [], "curve": [], "stages": [], "resumed": []}
     with checkpoint.as_directory() as directory:
         engine.load_checkpoint(directory, tag=DEEPSPEED_TAG)
         meta = read_checkpoint_meta(Path(directory))
-    return {"epoch": meta["epoch"], "step": meta["step"], "history": meta["history"]}
+    resumed = [*meta.get("resumed", []), {"epoch": meta["epoch"], "step": meta["step"]}]
+    return {
+        "epoch": meta["epoch"],
+        "history": meta["history"],
+        "curve": meta.get("curve", []),
+        "stages": meta.get("stages", []),
+        "early_stopping": meta.get("early_stopping"),
+        "resumed": resumed,
+    }
+
+
+def worker_info(ctx: WorkerContext) -> list[dict[str, Any]]:
+    """Rank, node and pid of every worker (gathered onto every worker)."""
+    import os
+    import socket
+
+    mine = {
+        "rank": ctx.rank,
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    if ctx.world_size == 1:
+        return [mine]
+    everyone: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(everyone, mine)
+    return everyone
+
+
+def peak_memory_mb(ctx: WorkerContext) -> float:
+    """The largest peak resident memory of any worker process (GPU memory on GPU)."""
+    import resource
+
+    if ctx.device.type == "cuda":
+        mine = torch.cuda.max_memory_allocated(ctx.device) / 2**20
+    else:
+        mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if ctx.world_size == 1:
+        return float(mine)
+    value = torch.tensor([mine], dtype=torch.float64)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return float(value.item())
+
+
+def group_rates(engine: Any) -> dict[str, float]:
+    """The current learning rate of each block (its first param group)."""
+    rates: dict[str, float] = {}
+    for group in engine.optimizer.param_groups:
+        rates.setdefault(group.get("block", "all"), float(group["lr"]))
+    return rates
 
 
 class ProgressPrinter:
@@ -120,11 +173,12 @@ class ProgressPrinter:
         self.enabled = rank == 0
         self.started = started
         self.first_step_at: float | None = None
+        self.first_step = 0
 
     def step(self, epoch: int, step: int, loss: float, lr: float) -> None:
         now = time.perf_counter()
         if self.first_step_at is None:
-            self.first_step_at = now
+            self.first_step_at, self.first_step = now, step
             if self.enabled:
                 print(
                     f"[raynlp] first step after {now - self.started:.1f}s of worker set-up "
@@ -134,8 +188,11 @@ class ProgressPrinter:
         if not self.enabled or step % self.every:
             return
         elapsed = max(now - self.first_step_at, 1e-9)
-        rate = step * self.samples_per_step / elapsed
-        eta = (self.total_steps - step) * elapsed / max(step, 1)
+        done = max(
+            step - self.first_step, 1
+        )  # steps run by this process (a resumed run starts late)
+        rate = done * self.samples_per_step / elapsed
+        eta = (self.total_steps - step) * elapsed / done
         print(
             f"[raynlp] epoch {epoch + 1} step {step}/{self.total_steps} loss {loss:.4f} "
             f"lr {lr:.2e} {rate:.1f} samples/s ETA {eta:.0f}s",
@@ -156,11 +213,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     )
     torch.manual_seed(config.training.seed)
 
-    # --- setup: model, optimizer, engine ---
+    # --- setup: model, strategy, optimizer, engine ---
     from transformers import AutoTokenizer
 
     spec = InputSpec.from_config(config)
     model = task.build_model(loop_config["model_path"], labels, spec)
+    if config.training.dropout is not None:
+        apply_dropout(model, config.training.dropout)
     setup = ValidationSetup(
         config,
         validation_spec(spec),
@@ -169,16 +228,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         loop_config["validation_features"],
         AutoTokenizer.from_pretrained(loop_config["model_path"]),
     )
-    steps_per_epoch = max(1, loop_config["train_rows_per_worker"] // config.per_worker_batch_size)
-    optimizer_steps = math.ceil(
-        steps_per_epoch * config.training.epochs / config.training.gradient_accumulation_steps
-    )
+    batches_per_epoch = max(1, loop_config["train_rows_per_worker"] // config.per_worker_batch_size)
+    accumulation = config.training.gradient_accumulation_steps
+    steps_per_epoch = max(1, batches_per_epoch // accumulation)  # optimizer steps
+    total_steps = steps_per_epoch * config.training.epochs
+    strategy = Strategy(config, model, steps_per_epoch, total_steps)
+    strategy.prepare(model)
     ds_config = build_deepspeed_config(config)
-    optimizer = None if "optimizer" in ds_config else build_optimizer(model, config)
+    optimizer = None if "optimizer" in ds_config else strategy.build_optimizer(model)
     scheduler = (
         None
         if optimizer is None or "scheduler" in ds_config
-        else build_scheduler(optimizer, config, optimizer_steps)
+        else strategy.build_scheduler(optimizer)
     )
     engine, _, _, _ = deepspeed.initialize(
         model=model,
@@ -188,9 +249,36 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         config=ds_config,
     )
     state = _resume_state(engine)
+    stopping = EarlyStopping.from_config(config)
+    stopping.restore(state.get("early_stopping"))
+    workers = worker_info(ctx)
+    log = print if ctx.rank == 0 else (lambda *args, **kwargs: None)
+    if state["resumed"]:
+        log(
+            f"[raynlp] resumed from the checkpoint of epoch {state['epoch']} "
+            f"(step {engine.global_steps})",
+            flush=True,
+        )
+    stages = state["stages"]
+
+    def enter_stage(step: int, epoch: float) -> None:
+        stage = strategy.apply(engine.module, step)
+        if stage is None:
+            return
+        index = strategy.stages.index(stage)
+        trainable = strategy.trainable_params(engine.module, stage)
+        if not stages or stages[-1]["stage"] != index:
+            stages.append({"stage": index, "step": step, "epoch": epoch, "trainable": trainable})
+        log(
+            f"[raynlp] stage {index + 1}/{len(strategy.stages)}: "
+            f"{stage.describe(strategy.layout.num_layers)} ({trainable:,} trainable parameters)",
+            flush=True,
+        )
+
+    enter_stage(engine.global_steps, state["epoch"])
     printer = ProgressPrinter(
-        steps_per_epoch * config.training.epochs,
-        config.per_worker_batch_size * ctx.world_size,
+        total_steps,
+        config.training.batch_size,
         config.training.log_every_steps,
         ctx.rank,
         started,
@@ -198,9 +286,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     # --- train ---
     train_shard = ray.train.get_dataset_shard("train")
-    step, history = state["step"], state["history"]
+    history, curve = state["history"], state["curve"]
+    reported_curve = len(curve)
+    if stopping.stopped_epoch is not None:
+        return  # a resumed run that had already stopped early
     for epoch in range(state["epoch"], config.training.epochs):
-        started, losses = time.perf_counter(), []
+        epoch_started, losses, window = time.perf_counter(), [], []
         batches = train_shard.iter_torch_batches(
             batch_size=config.per_worker_batch_size,
             drop_last=True,
@@ -213,33 +304,68 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             }
             loss = task.loss(engine, batch)
             engine.backward(loss)
+            boundary = engine.is_gradient_accumulation_boundary()
             engine.step()
-            step += 1
             losses.append(float(loss.detach()))
-            printer.step(epoch, step, losses[-1], engine.get_lr()[0])
-        train_seconds = time.perf_counter() - started
+            window.append(losses[-1])
+            if not boundary:
+                continue
+            step = engine.global_steps
+            if step % config.training.log_every_steps == 0:
+                curve.append([step, float(np.mean(window))])
+                window = []
+            printer.step(epoch, step, losses[-1], max(engine.get_lr()))
+            enter_stage(step, epoch + len(losses) / batches_per_epoch)
+        train_seconds = time.perf_counter() - epoch_started
 
-        # --- evaluate, checkpoint, report ---
+        # --- evaluate, early stopping, checkpoint, report ---
         metrics = validate(engine, task, setup, ctx)
+        stop = stopping.update(metrics, epoch + 1)
         report = {f"val_{k}": v for k, v in scalar_metrics(metrics).items()}
         report.update(
             epoch=epoch + 1,
-            step=step,
+            step=engine.global_steps,
             train_loss=float(np.mean(losses)) if losses else float("nan"),
             train_samples_per_s=len(losses)
             * config.per_worker_batch_size
             * ctx.world_size
             / max(train_seconds, 1e-9),
+            stage=(strategy.current or 0) + 1,
+            trainable_params=strategy.trainable_params(engine.module),
+            peak_mem_mb=round(peak_memory_mb(ctx), 1),
+            lr={block: rate for block, rate in group_rates(engine).items()},
         )
         history.append(report)
-        if ctx.rank == 0:
-            summary = ", ".join(f"{k} {v:.4f}" for k, v in report.items() if k.startswith("val_"))
-            print(
-                f"[raynlp] epoch {epoch + 1} done: train_loss {report['train_loss']:.4f}, "
-                f"{summary}",
+        watched = f"{stopping.metric} {float(metrics[stopping.metric]):.4f}"
+        summary = ", ".join(f"{k} {v:.4f}" for k, v in report.items() if k.startswith("val_"))
+        log(
+            f"[raynlp] epoch {epoch + 1} done: train_loss {report['train_loss']:.4f}, {summary}; "
+            f"best {stopping.metric} {stopping.best:.4f} at epoch {stopping.best_epoch}",
+            flush=True,
+        )
+        if stop:
+            log(
+                f"[raynlp] early stopping: {watched}, no gain over {stopping.min_delta:g} for "
+                f"{stopping.bad_epochs} epoch(s) (patience {stopping.patience})",
                 flush=True,
             )
         with tempfile.TemporaryDirectory() as directory:
-            meta = {"epoch": epoch + 1, "step": step, "metrics": metrics, "history": history}
+            meta = {
+                "epoch": epoch + 1,
+                "step": engine.global_steps,
+                "metrics": metrics,
+                "history": history,
+                "curve": curve,
+                "stages": stages,
+                "early_stopping": stopping.state(),
+                "resumed": state["resumed"],
+                "workers": workers,
+            }
             save_checkpoint(engine, Path(directory), meta, ctx.rank)
-            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory))
+            ray.train.report(
+                {**report, "loss_curve": curve[reported_curve:]},
+                checkpoint=ray.train.Checkpoint.from_directory(directory),
+            )
+        reported_curve = len(curve)
+        if stop:
+            break

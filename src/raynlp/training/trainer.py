@@ -6,6 +6,7 @@ import json
 import random
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from raynlp.training.checkpoints import (
     write_model_dir,
 )
 from raynlp.training.deepspeed import distributed_backend, resolve_precision
+from raynlp.training.strategies import apply_dropout, pitfall_warnings
+from raynlp.training.tracking import plot_learning_curve
 
 
 @dataclass
@@ -43,6 +46,10 @@ class TrainingResult:
 
 class RunExistsError(FileExistsError):
     pass
+
+
+class PitfallWarning(UserWarning):
+    """A setting the guide warns about (training still runs)."""
 
 
 def prepare_data(config: JobConfig) -> PreparedData:
@@ -84,6 +91,8 @@ def _consolidate(
         meta = read_checkpoint_meta(Path(directory))
         state_dict = consolidated_state_dict(Path(directory))
     model = task.build_model(model_path, prepared.labels, InputSpec.from_config(config))
+    if config.training.dropout is not None:  # the saved config says what training used
+        apply_dropout(model, config.training.dropout)
     model_meta = {
         "task": config.task,
         "labels": prepared.labels,
@@ -103,13 +112,19 @@ def build_trainer(
     train_features: dict[str, np.ndarray],
     validation_features: dict[str, np.ndarray],
 ) -> Any:
-    """The TorchTrainer: per-worker DeepSpeed loop, sharded train data, best-N checkpoints."""
+    """The TorchTrainer: per-worker DeepSpeed loop, sharded train data, best-N checkpoints
+    (ranked by the watched validation metric), restarts after failures, TensorBoard.
+
+    The run's name and storage path are fixed per run folder, so running it again (``raynlp
+    train --resume``) makes Ray Train hand the latest checkpoint to the workers."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from raynlp.training.loop import train_loop_per_worker
+    from raynlp.training.tracking import TensorBoardCallback
 
-    task = get_task(config.task)
+    metric, mode = config.watched_metric
+    callbacks = [TensorBoardCallback(config.run_dir.resolve() / "tensorboard")]
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -139,38 +154,72 @@ def build_trainer(
             storage_path=str(config.run_dir.resolve() / "ray"),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=config.output.checkpoints_to_keep,
-                checkpoint_score_attribute=f"val_{task.best_metric}",
-                checkpoint_score_order="max",
+                checkpoint_score_attribute=f"val_{metric}",
+                checkpoint_score_order=mode,
             ),
-            failure_config=FailureConfig(max_failures=0),
+            failure_config=FailureConfig(max_failures=config.scaling.max_failures),
+            callbacks=callbacks if config.output.tensorboard else [],
         ),
     )
 
 
-def train(config: JobConfig, overwrite: bool = False) -> TrainingResult:
+def _start_run_dir(config: JobConfig, overwrite: bool, resume: bool) -> Path:
+    run_dir = config.run_dir.resolve()
+    if resume:
+        if not (run_dir / "ray").is_dir():
+            raise FileNotFoundError(f"{run_dir} holds no checkpoints of a run to resume")
+        if (run_dir / "metrics.json").exists():
+            raise RunExistsError(f"the run in {run_dir} has finished; nothing to resume")
+        return run_dir
+    if run_dir.exists():
+        if not overwrite:
+            raise RunExistsError(
+                f"run folder {run_dir} exists; pass --overwrite to replace it "
+                f"or --resume {run_dir} to continue it"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def load_run_config(run: str | Path) -> JobConfig:
+    """The config of an existing run folder, pointed at that folder wherever it now lives."""
+    from raynlp.config import load_job_config
+
+    run_dir = Path(run)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a raynlp run folder (no config.yaml)")
+    config = load_job_config(run_dir / "config.yaml", check_files=False)
+    config.output.dir = str(run_dir.resolve().parent)
+    config.name = run_dir.resolve().name
+    return config
+
+
+def train(config: JobConfig, overwrite: bool = False, resume: bool = False) -> TrainingResult:
     """Fine-tune per ``config`` on the current Ray cluster and write ``<output.dir>/<name>/``.
 
     The run folder holds ``model/`` (a Hugging Face ``save_pretrained`` folder + ``raynlp.json``),
-    ``metrics.json``, the resolved ``config.yaml``, the validation rows, and Ray's checkpoints.
+    ``metrics.json``, ``learning_curve.png``, the resolved ``config.yaml``, the validation rows,
+    ``tensorboard/`` and Ray's checkpoints. ``resume=True`` continues a stopped or crashed run
+    from its latest checkpoint (weights, optimizer, LR schedule, step, early-stopping state).
     """
     from transformers import AutoTokenizer
 
-    run_dir = config.run_dir.resolve()
-    if run_dir.exists():
-        if not overwrite:
-            raise RunExistsError(f"run folder {run_dir} exists; pass --overwrite to replace it")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    run_dir = _start_run_dir(config, overwrite, resume)
     started = time.perf_counter()
 
     task = get_task(config.task)
     prepared = prepare_data(config)
+    for warning in pitfall_warnings(config, len(prepared.train_rows)):
+        warnings.warn(warning, PitfallWarning, stacklevel=2)
+        print(f"[raynlp] warning: {warning}", flush=True)
     model_path = resolve_model_path(config.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     spec = InputSpec.from_config(config)
     train_features = task.encode(prepared.train_rows, tokenizer, spec, prepared.labels)
     validation_features = task.encode(prepared.validation_rows, tokenizer, spec, prepared.labels)
-    (run_dir / "config.yaml").write_text(dump_job_config(config))
+    if not resume:
+        (run_dir / "config.yaml").write_text(dump_job_config(config))
     write_jsonl(prepared.validation_rows, run_dir / "data" / "validation.jsonl")
     print(
         f"[raynlp] {config.task}: {len(prepared.train_rows)} train / "
@@ -178,7 +227,8 @@ def train(config: JobConfig, overwrite: bool = False) -> TrainingResult:
         f"({len(train_features['example_index'])} / {len(validation_features['example_index'])} "
         f"model inputs), labels {prepared.labels}; "
         f"{config.scaling.num_workers} workers, ZeRO-{config.deepspeed.zero_stage}, "
-        f"{resolve_precision(config)}, {distributed_backend(config)}",
+        f"{resolve_precision(config)}, {distributed_backend(config)}, "
+        f"strategy {config.training.strategy}" + (f"; resuming {run_dir}" if resume else ""),
         flush=True,
     )
 
@@ -186,19 +236,30 @@ def train(config: JobConfig, overwrite: bool = False) -> TrainingResult:
     result = trainer.fit()
     if result.error:
         raise result.error
-    best_checkpoint = max(
-        result.best_checkpoints, key=lambda item: item[1][f"val_{task.best_metric}"]
-    )[0]
+    metric, mode = config.watched_metric
+    pick = max if mode == "max" else min
+    best_checkpoint = pick(result.best_checkpoints, key=lambda item: item[1][f"val_{metric}"])[0]
     model_dir, meta = _consolidate(config, best_checkpoint, prepared, model_path, tokenizer)
     with result.checkpoint.as_directory() as latest:
-        history = read_checkpoint_meta(Path(latest))["history"]
+        last = read_checkpoint_meta(Path(latest))
     metrics = {
         "task": config.task,
+        "strategy": config.training.strategy,
         "best_epoch": meta["epoch"],
+        "watched_metric": metric,
         "validation": meta["metrics"],
-        "history": history,
+        "history": last["history"],
+        "stages": last.get("stages", []),
+        "early_stopping": last.get("early_stopping"),
+        "resumed": last.get("resumed", []),
+        "workers": last.get("workers", []),
         "wall_s": round(time.perf_counter() - started, 2),
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    print(f"[raynlp] model written to {model_dir} ({metrics['wall_s']}s)", flush=True)
+    curve = plot_learning_curve(
+        {**last, "name": config.name}, metric, run_dir / "learning_curve.png"
+    )
+    print(
+        f"[raynlp] model written to {model_dir} ({metrics['wall_s']}s); curve: {curve}", flush=True
+    )
     return TrainingResult(run_dir, model_dir, metrics, result)
