@@ -74,9 +74,12 @@ def test_layout_of_seq2seq_models_puts_decoder_above_encoder():
     assert layout.blocks["encoder.block.1.layer.0.SelfAttention.q.weight"] == "layer.1"
     assert layout.blocks["decoder.block.0.layer.1.EncDecAttention.q.weight"] == "layer.2"
     small = BertConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
         intermediate_size=32,
-    )  # fmt: skip
+    )
     bert2bert = EncoderDecoderModel(
         config=EncoderDecoderConfig.from_encoder_decoder_configs(small, small)
     )
@@ -200,8 +203,10 @@ def test_freeze_leaves_frozen_parameters_out_of_the_optimizer():
     plan.prepare(model)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen == plan.frozen
-    assert all(n.startswith(("bert.embeddings", "bert.encoder.layer.0.", "bert.encoder.layer.1."))
-               for n in frozen)  # fmt: skip
+    assert all(
+        n.startswith(("bert.embeddings", "bert.encoder.layer.0.", "bert.encoder.layer.1."))
+        for n in frozen
+    )
     assert any(n.startswith("bert.encoder.layer.1.") for n in frozen)
     optimizer = plan.build_optimizer(model)
     in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
@@ -239,7 +244,7 @@ def test_dropout_override_reaches_modules_and_config():
                         {"unfreeze": 1, "learning_rate": 1e-4},
                     ]
                 }
-            },  # fmt: skip
+            },
             "never fewer",
         ),
         (
@@ -250,7 +255,7 @@ def test_dropout_override_reaches_modules_and_config():
                         {"unfreeze": 1, "learning_rate": 1e-4},
                     ]
                 }
-            },  # fmt: skip
+            },
             "stage 1 needs a length",
         ),
         (
@@ -262,7 +267,7 @@ def test_dropout_override_reaches_modules_and_config():
                         {"unfreeze": "all", "learning_rate": 1e-4},
                     ]
                 }
-            },  # fmt: skip
+            },
             "must all be in epochs or all in steps",
         ),
         (
@@ -275,7 +280,7 @@ def test_dropout_override_reaches_modules_and_config():
                         {"unfreeze": "all", "learning_rate": 1e-4},
                     ]
                 },
-            },  # fmt: skip
+            },
             "need more than 2 epochs",
         ),
         ({"freeze": {"patterns": ["(unclosed"]}}, "training.freeze.patterns: '(unclosed'"),
@@ -294,7 +299,7 @@ def test_failure_and_tracking_keys():
         {**job(), "scaling": {"max_failures": 2}, "output": {"tensorboard": False}}
     )
     assert config.scaling.max_failures == 2 and config.output.tensorboard is False
-    with pytest.raises(ConfigError, match="scaling.max_failures"):
+    with pytest.raises(ConfigError, match=r"scaling\.max_failures"):
         parse_job_config({**job(), "scaling": {"max_failures": -2}})
 
 
