@@ -76,6 +76,31 @@ def accuracy_rows(accuracy: dict) -> list[str]:
     return lines
 
 
+def strategy_rows(result: dict) -> list[str]:
+    setup = result["setup"]
+    where = f"{result['machine']['cpus']} CPUs, {result['machine']['date'][:10]}"
+    lines = []
+    full = result.get("full")
+    for name in ("full", "freeze", "progressive"):
+        row = result.get(name)
+        if not row:
+            continue
+        versus = ""
+        if full and name != "full":
+            versus = (
+                f"; vs full: wall ×{row['wall_s'] / full['wall_s']:.2f}, accuracy "
+                f"{row['accuracy'] - full['accuracy']:+.4f}"
+            )
+        lines.append(
+            f"| strategies: {name} (SST-2, MiniLM, {setup['train_rows']} rows × "
+            f"{setup['epochs']} epochs, dev {setup['validation_rows']}) | accuracy "
+            f"**{fmt(row['accuracy'], 4)}**, wall {row['wall_s']:.0f} s, trainable "
+            f"{row['trainable_params']:,}, peak worker memory {row['peak_mem_mb']:.0f} MB{versus} "
+            f"| — | {where} |"
+        )
+    return lines
+
+
 def rows() -> list[str]:
     lines = ["| benchmark | result | goal | measured on |", "|---|---|---|---|"]
     throughput = load("train_throughput")
@@ -111,6 +136,9 @@ def rows() -> list[str]:
     accuracy = load("accuracy")
     if accuracy:
         lines.extend(accuracy_rows(accuracy))
+    strategies = load("strategies")
+    if strategies:
+        lines.extend(strategy_rows(strategies))
     gpu = load("gpu_check")
     if gpu:
         train = gpu["train"]

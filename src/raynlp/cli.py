@@ -17,7 +17,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from raynlp.config import load_job_config
+    from raynlp.data.readers import read_rows
     from raynlp.training.deepspeed import distributed_backend, resolve_precision
+    from raynlp.training.strategies import pitfall_warnings
 
     config = load_job_config(args.config)
     print(
@@ -25,8 +27,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"({'GPU' if config.scaling.use_gpu else 'CPU'}, {distributed_backend(config)}), "
         f"ZeRO-{config.deepspeed.zero_stage}, {resolve_precision(config)}, "
         f"batch {config.training.batch_size} (× {config.per_worker_batch_size} per worker), "
-        f"lr {config.training.learning_rate:g}, {config.training.epochs} epochs → {config.run_dir}"
+        f"lr {config.training.learning_rate:g}, {config.training.epochs} epochs, "
+        f"strategy {config.training.strategy} → {config.run_dir}"
     )
+    metric, mode = config.watched_metric
+    stopping = config.training.early_stopping
+    print(
+        f"  checkpoints ranked by validation {metric} ({mode}); early stopping "
+        + (
+            f"after {stopping.patience} epoch(s) without a gain > {stopping.min_delta:g}"
+            if stopping.enabled
+            else "off"
+        )
+        + f"; restarts after failures: {config.scaling.max_failures}"
+    )
+    train_rows = len(read_rows(config.data.train, config.data.format))
+    for warning in pitfall_warnings(config, train_rows):
+        print(f"  warning: {warning}")
     return 0
 
 
