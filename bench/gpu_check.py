@@ -1,6 +1,6 @@
 """GPU check of raynlp's training path: NCCL + bf16 + DeepSpeed ZeRO-2 on one GPU, and ORT CUDA.
 
-    PYTHONPATH=src python bench/gpu_check.py --tokenizer DIR [--out results.json]
+    PYTHONPATH=src python bench/gpu_check.py --tokenizer DIR [--zero-stages 2 3] [--out results.json]
 
 Runs raynlp's own pieces — the job config (scaling.use_gpu → NCCL + bf16, decided in
 training/deepspeed.py), the classification task, the optimizer/scheduler/padding helpers of
@@ -62,8 +62,24 @@ def base_model_dir(tokenizer_dir: Path, target: Path, small: bool = False) -> Pa
     return target
 
 
+def peak_tflops() -> float | None:
+    """Dense bf16 peak of the GPU (model FLOPs utilization = achieved / this)."""
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(0)
+    for key, peak in (("H200", 989.0), ("H100", 989.0), ("A100", 312.0), ("A10G", 125.0)):
+        if key in name:
+            return peak
+    return None
+
+
 def train_check(
-    model_dir: Path, steps: int, batch_size: int, max_length: int, use_gpu: bool = True
+    model_dir: Path,
+    steps: int,
+    batch_size: int,
+    max_length: int,
+    use_gpu: bool = True,
+    zero_stage: int = 2,
 ) -> dict:
     import deepspeed
     from transformers import AutoTokenizer
@@ -92,7 +108,7 @@ def train_check(
             },
             "training": {"batch_size": batch_size, "learning_rate": 5e-5},
             "scaling": {"num_workers": 1, "use_gpu": use_gpu},
-            "deepspeed": {"zero_stage": 2, "precision": "auto"},
+            "deepspeed": {"zero_stage": zero_stage, "precision": "auto"},
         }
     )
     backend, precision = distributed_backend(config), resolve_precision(config)
@@ -152,14 +168,14 @@ def train_check(
     return {
         "backend": dist.get_backend(),
         "precision": precision,
-        "zero_stage": 2,
+        "zero_stage": zero_stage,
         "parameters": params,
         "steps": steps,
         "batch_size": batch_size,
         "samples_per_s": round(timed_samples / seconds, 1),
         "achieved_tflops": round(achieved_tflops, 1),
-        # H100/H200 SXM dense bf16 peak ≈ 989 TFLOP/s.
-        "mfu": round(achieved_tflops / 989, 4) if use_gpu else None,
+        "peak_tflops": peak_tflops(),
+        "mfu": round(achieved_tflops / peak_tflops(), 4) if peak_tflops() else None,
         "loss_first5": round(float(np.mean(losses[:5])), 4),
         "loss_last5": round(float(np.mean(losses[-5:])), 4),
         "consolidated_argmax_agreement_bf16_engine_vs_fp32": agreement,
@@ -258,6 +274,13 @@ def main() -> None:
         "--ray", action="store_true", help="also run `raynlp train` through Ray Train on the GPU"
     )
     parser.add_argument(
+        "--zero-stages",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="ZeRO stages to measure (samples/s, MFU) one after the other, e.g. 2 3",
+    )
+    parser.add_argument(
         "--cpu-smoke",
         action="store_true",
         help="rehearse the script on CPU (gloo, fp32, a tiny model) before a GPU run",
@@ -276,10 +299,13 @@ def main() -> None:
         model_dir = base_model_dir(
             Path(args.tokenizer), Path(tempfile.mkdtemp()) / "bert", small=not use_gpu
         )
-        result["train"] = train_check(
-            model_dir, args.steps, args.batch_size, args.max_length, use_gpu
-        )
-        print(json.dumps(result["train"], indent=2), flush=True)
+        result["zero"] = {}
+        for stage in args.zero_stages:
+            result["zero"][str(stage)] = train_check(
+                model_dir, args.steps, args.batch_size, args.max_length, use_gpu, stage
+            )
+            print(json.dumps(result["zero"][str(stage)], indent=2), flush=True)
+        result["train"] = result["zero"][str(args.zero_stages[0])]
         if args.ray:
             dist.destroy_process_group()  # Ray Train sets up its own NCCL group
             try:

@@ -89,9 +89,7 @@ def test_killed_worker_restarts_from_latest_checkpoint(
     assert victim not in {w["pid"] for w in result.metrics["workers"]}  # a new worker group
 
     scored = evaluate_model(result.model_dir, str(result.run_dir / "data" / "validation.jsonl"))
-    assert scored["metrics"]["accuracy"] == pytest.approx(
-        result.metrics["validation"]["accuracy"]
-    )
+    assert scored["metrics"]["accuracy"] == pytest.approx(result.metrics["validation"]["accuracy"])
 
 
 @pytest.mark.timeout(480)
@@ -210,6 +208,4 @@ def test_two_node_cluster_puts_one_worker_per_node(
     assert len(shards) == 2 and "rank_0" in shards[0] and "rank_1" in shards[1]
     assert [h["epoch"] for h in result.metrics["history"]] == [1, 2]
     scored = evaluate_model(result.model_dir, str(result.run_dir / "data" / "validation.jsonl"))
-    assert scored["metrics"]["accuracy"] == pytest.approx(
-        result.metrics["validation"]["accuracy"]
-    )
+    assert scored["metrics"]["accuracy"] == pytest.approx(result.metrics["validation"]["accuracy"])

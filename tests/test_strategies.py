@@ -361,3 +361,11 @@ def test_learning_curve_png(tmp_path: Path):
     path = plot_learning_curve(meta, "accuracy", tmp_path / "curve.png")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_raw_deepspeed_optimizer_cannot_drive_progressive_stages():
+    raw = {**job(strategy="progressive"), "deepspeed": {"config": {"optimizer": {"type": "AdamW"}}}}
+    with pytest.raises(ConfigError, match=r"deepspeed\.config sets its own optimizer"):
+        parse_job_config(raw)
+    raw["training"] = {"strategy": "full"}
+    assert parse_job_config(raw).training.strategy == "full"  # fine without per-block rates

@@ -389,6 +389,15 @@ class JobConfig(_Section):
             )
         if self.deepspeed.precision == "fp16" and not self.scaling.use_gpu:
             raise ValueError("deepspeed.precision 'fp16' needs scaling.use_gpu: true")
+        raw = self.deepspeed.config or {}
+        own = [key for key in ("optimizer", "scheduler") if key in raw]
+        staged = self.training.strategy == "progressive" or self.training.layerwise_lr_decay
+        if own and staged:
+            raise ValueError(
+                f"deepspeed.config sets its own {' and '.join(own)}: progressive unfreezing and "
+                "layerwise_lr_decay need raynlp's per-block learning rates; remove "
+                f"deepspeed.config.{own[0]} or use training.strategy full/freeze"
+            )
         stopping = self.training.early_stopping
         if stopping.metric is not None:
             from raynlp.tasks import get_task

@@ -245,7 +245,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         model=model,
         optimizer=optimizer,
         lr_scheduler=scheduler,
-        model_parameters=None if optimizer is not None else model.parameters(),
+        model_parameters=None
+        if optimizer is not None
+        else [p for p in model.parameters() if p.requires_grad],
         config=ds_config,
     )
     state = _resume_state(engine)
