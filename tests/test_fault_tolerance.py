@@ -5,6 +5,7 @@ a 2-node Ray cluster on this machine with one training worker per node."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -191,7 +192,15 @@ def test_two_node_cluster_puts_one_worker_per_node(
             tiny_job(
                 tmp_path,
                 tiny_base_model,
-                training={"epochs": 2, "learning_rate": 3e-3},
+                # accumulation, clipping, warmup + cosine decay ride along
+                training={
+                    "epochs": 2,
+                    "learning_rate": 3e-3,
+                    "gradient_accumulation_steps": 2,
+                    "max_grad_norm": 0.5,
+                    "warmup_steps": 8,
+                    "lr_schedule": "cosine",
+                },
                 scaling={"num_workers": 2, "placement_strategy": "STRICT_SPREAD"},
             )
         )
@@ -207,5 +216,11 @@ def test_two_node_cluster_puts_one_worker_per_node(
     shards = sorted(p.name for p in (checkpoint / "deepspeed").glob("*optim_states.pt"))
     assert len(shards) == 2 and "rank_0" in shards[0] and "rank_1" in shards[1]
     assert [h["epoch"] for h in result.metrics["history"]] == [1, 2]
+    # steps count optimizer steps (2 micro-batches each); the rate follows warmup + cosine
+    assert_continuous(result.metrics, 2)
+    for entry in result.metrics["history"]:
+        progress = (entry["step"] - 8) / (2 * STEPS_PER_EPOCH - 8)
+        expected = 3e-3 * 0.5 * (1 + math.cos(math.pi * progress))
+        assert entry["lr"]["head"] == pytest.approx(expected, abs=1e-9)
     scored = evaluate_model(result.model_dir, str(result.run_dir / "data" / "validation.jsonl"))
     assert scored["metrics"]["accuracy"] == pytest.approx(result.metrics["validation"]["accuracy"])

@@ -108,6 +108,7 @@ def test_validation_rows_keep_their_task_shape(tmp_path: Path, tiny_base_model: 
     assert read_rows(str(tmp_path / "v.jsonl")) == rows
 
 
+@pytest.mark.slow  # ~5 minutes; the [qa] case above runs QA end to end in the default suite
 @pytest.mark.timeout(900)
 def test_qa_minilm_learns(tmp_path: Path, ray_local):
     """The packaged MiniLM on the shipped SQuAD sample: F1 rises well above the untrained model.

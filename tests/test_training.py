@@ -15,7 +15,8 @@ from raynlp.training.trainer import RunExistsError, train
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("zero_stage", [2, 3])
+# ZeRO-3 runs in the default suite through test_training_strategies (progressive unfreezing)
+@pytest.mark.parametrize("zero_stage", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_two_worker_deepspeed_run(tmp_path: Path, tiny_base_model: Path, ray_local, zero_stage):
     config = parse_job_config(
         tiny_job(tmp_path, tiny_base_model, deepspeed={"zero_stage": zero_stage})
