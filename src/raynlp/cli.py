@@ -71,6 +71,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from raynlp.config import load_job_config
+    from raynlp.runtime import ray_session
+    from raynlp.tuning.tuner import tune
+
+    config = load_job_config(args.config)  # fails here, before any cluster starts
+    if args.output_dir:
+        config.output.dir = args.output_dir
+    with ray_session(args.address):
+        result = tune(config, overwrite=args.overwrite)
+    print(
+        f"[raynlp] trials: {result.run_dir / 'tune_results.md'}; plot: {result.run_dir / 'tune.png'}"
+    )
+    print(f"[raynlp] next: raynlp export {result.run_dir}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from raynlp.evaluation import evaluate_model, format_metrics
     from raynlp.export.pipeline import locate_model_dir
@@ -217,6 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     train.add_argument("--output-dir", help="override output.dir")
     train.add_argument(
+        "--address", help="Ray cluster address (default: $RAY_ADDRESS or a private local cluster)"
+    )
+
+    tune_verb = verb(
+        "tune",
+        cmd_tune,
+        "Search hyperparameters (the config's tune: section) with Ray Tune; every trial is a "
+        "Ray Train + DeepSpeed run; the best trial's model is written for `raynlp export`.",
+    )
+    tune_verb.add_argument(
+        "config", help="job YAML with a tune: section, e.g. jobs/sentiment_tune.yaml"
+    )
+    tune_verb.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run folder"
+    )
+    tune_verb.add_argument("--output-dir", help="override output.dir")
+    tune_verb.add_argument(
         "--address", help="Ray cluster address (default: $RAY_ADDRESS or a private local cluster)"
     )
 

@@ -355,6 +355,82 @@ class ServeSection(_Section):
         return self
 
 
+SPACE_KINDS = ("loguniform", "uniform", "choice", "randint", "grid")
+
+
+class AshaSection(_Section):
+    grace_period: int = Field(1, ge=1, description="Epochs every trial runs before it may stop.")
+    reduction_factor: float = Field(2.0, gt=1.0, description="Keep the best 1/factor at a rung.")
+
+
+class TuneSection(_Section):
+    """Hyperparameter search with Ray Tune (``raynlp tune``)."""
+
+    space: dict[str, dict[str, list[Any]]] = Field(
+        default_factory=dict,
+        description="training field → {loguniform|uniform: [low, high]} | {randint: [low, high]} "
+        "(high exclusive) | {choice|grid: [values…]}; keys may omit the 'training.' prefix.",
+    )
+    metric: str | None = Field(None, description="Validation metric (default: the watched one).")
+    mode: Literal["max", "min"] | None = None
+    num_samples: int = Field(8, ge=1, description="Trials (for grid: repeats of the whole grid).")
+    search_alg: Literal["random", "grid"] = Field(
+        "random", description="'random' samples the space; 'grid' needs only choice/grid keys."
+    )
+    scheduler: Literal["asha", "fifo"] = Field(
+        "asha", description="asha stops weak trials early (per epoch); fifo runs all to the end."
+    )
+    asha: AshaSection = Field(default_factory=AshaSection)
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, description="Default: as many as the cluster's CPUs/GPUs fit."
+    )
+    checkpoints_to_keep: int = Field(1, ge=1, description="Best checkpoints kept per trial.")
+    seed: int | None = Field(None, description="Seed of the search (default training.seed).")
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, space: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
+        normalized = {}
+        for key, spec in space.items():
+            field = key.removeprefix("training.")
+            if field not in TrainingSection.model_fields or field in ("early_stopping",):
+                allowed = ", ".join(sorted(TrainingSection.model_fields))
+                raise ValueError(f"{key!r} is not a training field; allowed: {allowed}")
+            if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SPACE_KINDS:
+                raise ValueError(
+                    f"{key}: give one of {', '.join(SPACE_KINDS)} with its values, "
+                    f"e.g. {{loguniform: [1e-5, 1e-4]}}"
+                )
+            kind, values = next(iter(spec.items()))
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"{key}.{kind}: needs a list of values")
+            if kind in ("loguniform", "uniform", "randint"):
+                if len(values) != 2 or not all(isinstance(v, int | float) for v in values):
+                    raise ValueError(f"{key}.{kind}: needs [low, high] numbers")
+                if values[0] >= values[1] or (kind == "loguniform" and values[0] <= 0):
+                    raise ValueError(f"{key}.{kind}: needs 0 < low < high (got {values})")
+            # every value (or both bounds) must be valid for the field itself
+            for value in values if kind in ("choice", "grid") else [values[0]]:
+                try:
+                    TrainingSection.model_validate({field: value})
+                except ValidationError as err:
+                    problem = err.errors()[0]["msg"].removeprefix("Value error, ")
+                    raise ValueError(f"{key}: value {value!r} is invalid: {problem}") from None
+            normalized[f"training.{field}"] = {kind: values}
+        return normalized
+
+    @model_validator(mode="after")
+    def _grid_only(self) -> TuneSection:
+        if self.search_alg == "grid":
+            ranged = [k for k, v in self.space.items() if next(iter(v)) not in ("choice", "grid")]
+            if ranged:
+                raise ValueError(
+                    f"search_alg 'grid' cannot enumerate ranges: {', '.join(ranged)} "
+                    "(use choice/grid values, or search_alg 'random')"
+                )
+        return self
+
+
 class JobConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     task: str = "classification"
@@ -369,6 +445,7 @@ class JobConfig(_Section):
     ner: NerSection = Field(default_factory=NerSection)
     qa: QaSection = Field(default_factory=QaSection)
     summarization: SummarizationSection = Field(default_factory=SummarizationSection)
+    tune: TuneSection = Field(default_factory=TuneSection)
 
     @field_validator("task")
     @classmethod

@@ -111,12 +111,16 @@ def build_trainer(
     model_path: str,
     train_features: dict[str, np.ndarray],
     validation_features: dict[str, np.ndarray],
+    run_name: str = "train",
+    storage_path: Path | None = None,
+    callbacks: list[Any] | None = None,
 ) -> Any:
     """The TorchTrainer: per-worker DeepSpeed loop, sharded train data, best-N checkpoints
     (ranked by the watched validation metric), restarts after failures, TensorBoard.
 
-    The run's name and storage path are fixed per run folder, so running it again (``raynlp
-    train --resume``) makes Ray Train hand the latest checkpoint to the workers."""
+    The run's name and storage path are fixed per run folder (``<run>/ray/train``), so running
+    it again (``raynlp train --resume``) makes Ray Train hand the latest checkpoint to the
+    workers. Tune trials pass their own name, storage path and callbacks."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -124,7 +128,9 @@ def build_trainer(
     from raynlp.training.tracking import TensorBoardCallback
 
     metric, mode = config.watched_metric
-    callbacks = [TensorBoardCallback(config.run_dir.resolve() / "tensorboard")]
+    callbacks = list(callbacks or [])
+    if config.output.tensorboard:
+        callbacks.append(TensorBoardCallback(config.run_dir.resolve() / "tensorboard"))
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -150,17 +156,30 @@ def build_trainer(
         },
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(
-            name="train",
-            storage_path=str(config.run_dir.resolve() / "ray"),
+            name=run_name,
+            storage_path=str(storage_path or config.run_dir.resolve() / "ray"),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=config.output.checkpoints_to_keep,
                 checkpoint_score_attribute=f"val_{metric}",
                 checkpoint_score_order=mode,
             ),
             failure_config=FailureConfig(max_failures=config.scaling.max_failures),
-            callbacks=callbacks if config.output.tensorboard else [],
+            callbacks=callbacks,
         ),
     )
+
+
+def encode_inputs(config: JobConfig, prepared: PreparedData) -> tuple[str, Any, Any, Any]:
+    """The base model's path and tokenizer, and the encoded train/validation features."""
+    from transformers import AutoTokenizer
+
+    task = get_task(config.task)
+    model_path = resolve_model_path(config.model.name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    spec = InputSpec.from_config(config)
+    train_features = task.encode(prepared.train_rows, tokenizer, spec, prepared.labels)
+    validation_features = task.encode(prepared.validation_rows, tokenizer, spec, prepared.labels)
+    return model_path, tokenizer, train_features, validation_features
 
 
 def _start_run_dir(config: JobConfig, overwrite: bool, resume: bool) -> Path:
@@ -203,21 +222,15 @@ def train(config: JobConfig, overwrite: bool = False, resume: bool = False) -> T
     ``tensorboard/`` and Ray's checkpoints. ``resume=True`` continues a stopped or crashed run
     from its latest checkpoint (weights, optimizer, LR schedule, step, early-stopping state).
     """
-    from transformers import AutoTokenizer
 
     run_dir = _start_run_dir(config, overwrite, resume)
     started = time.perf_counter()
 
-    task = get_task(config.task)
     prepared = prepare_data(config)
     for warning in pitfall_warnings(config, len(prepared.train_rows)):
         warnings.warn(warning, PitfallWarning, stacklevel=2)
         print(f"[raynlp] warning: {warning}", flush=True)
-    model_path = resolve_model_path(config.model.name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    spec = InputSpec.from_config(config)
-    train_features = task.encode(prepared.train_rows, tokenizer, spec, prepared.labels)
-    validation_features = task.encode(prepared.validation_rows, tokenizer, spec, prepared.labels)
+    model_path, tokenizer, train_features, validation_features = encode_inputs(config, prepared)
     if not resume:
         (run_dir / "config.yaml").write_text(dump_job_config(config))
     write_jsonl(prepared.validation_rows, run_dir / "data" / "validation.jsonl")

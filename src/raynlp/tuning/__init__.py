@@ -1,0 +1,1 @@
+"""Hyperparameter search: the job config's ``tune:`` section → Ray Tune over the training loop."""

@@ -1,0 +1,313 @@
+"""Driver side of ``raynlp tune``: data once → one Ray Tune trial per sampled config, each a Ray
+Train + DeepSpeed run of the same training loop → results table, plot, best model folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raynlp.config import JobConfig, dump_job_config
+from raynlp.data.readers import write_jsonl
+from raynlp.tuning.space import search_space, trial_config
+
+TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 10**6}
+"""The trial's own process only waits on its Ray Train run: it must not hold a CPU the workers
+need (with one, 2 one-CPU workers per trial deadlock on 2 CPUs). Tune rejects an empty bundle."""
+
+
+class TuneResourceError(ValueError):
+    """The search cannot run one trial on this cluster."""
+
+
+@dataclass
+class TuneResult:
+    run_dir: Path
+    model_dir: Path
+    best: dict[str, Any]
+    trials: list[dict[str, Any]]
+
+
+def tune_metric(config: JobConfig) -> tuple[str, str]:
+    """The metric trials are ranked and stopped by (``val_<name>``) and its mode."""
+    watched, watched_mode = config.watched_metric
+    metric = config.tune.metric or watched
+    mode = config.tune.mode or (watched_mode if metric == watched else "max")
+    return f"val_{metric}", mode
+
+
+def concurrency(config: JobConfig, cluster: dict[str, float]) -> int:
+    """How many trials fit the cluster at once; a clear error when not even one does."""
+    scaling = config.scaling
+    need = {k: v * scaling.num_workers for k, v in scaling.resources_per_worker.items() if v}
+    if scaling.use_gpu:
+        need.setdefault("GPU", float(scaling.num_workers))
+    fits = []
+    for resource, amount in need.items():
+        have = cluster.get(resource, 0.0)
+        if have < amount:
+            raise TuneResourceError(
+                f"tune: one trial needs {amount:g} {resource} (scaling.num_workers "
+                f"{scaling.num_workers} × scaling.resources_per_worker {resource} "
+                f"{scaling.resources_per_worker.get(resource, 1):g}) but the Ray cluster has "
+                f"{have:g}: lower scaling.num_workers / resources_per_worker or add nodes"
+            )
+        fits.append(int(have // amount))
+    fit = min(fits) if fits else 1
+    wanted = config.tune.max_concurrent_trials
+    return min(fit, wanted) if wanted else fit
+
+
+def run_trial(params: dict[str, Any], base: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """One Tune trial: the sampled config's Ray Train run, reporting every epoch to Tune."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raynlp.training.trainer import build_trainer
+
+    trial_id = tune.get_context().get_trial_id()
+    config = trial_config(JobConfig.model_validate(base), params, f"trial_{trial_id}")
+    trainer = build_trainer(
+        config,
+        inputs["prepared"],
+        inputs["model_path"],
+        inputs["train_features"],
+        inputs["validation_features"],
+        run_name=f"trial_{trial_id}",
+        storage_path=Path(inputs["storage"]),
+        callbacks=[TuneReportCallback()],
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+
+
+def _trial_rows(results: Any, metric: str, mode: str, space_keys: list[str]) -> list[dict]:
+    """One row per trial: its sampled params, best metric (and epoch, checkpoint), epochs run."""
+    rows = []
+    for result in results:
+        frame = result.metrics_dataframe
+        if frame is None or frame.empty or metric not in frame:
+            rows.append({"trial": "?", "status": "error", "error": str(result.error)})
+            continue
+        # among the epochs whose checkpoint Ray kept (the best N + the latest; on a tie the
+        # earlier one may be gone)
+        kept = frame[frame["checkpoint_path"].map(lambda p: Path(str(p)).is_dir())]
+        kept = kept if not kept.empty else frame
+        best_index = kept[metric].idxmax() if mode == "max" else kept[metric].idxmin()
+        best = kept.loc[best_index]
+        params = {key: result.config.get(key) for key in space_keys}
+        planned = int(params.get("training.epochs") or result.config.get("_epochs", 0) or 0)
+        epochs_run = int(frame["epoch"].max())
+        rows.append(
+            {
+                "trial": str(frame["trial_id"].iloc[-1]),
+                **{key.removeprefix("training."): value for key, value in params.items()},
+                metric: float(best[metric]),
+                "best_epoch": int(best["epoch"]),
+                "epochs_run": epochs_run,
+                "stopped_early": bool(planned and epochs_run < planned),
+                "steps": int(frame["step"].max()),
+                "checkpoint": str(best.get("checkpoint_path", "")),
+                "curve": [float(v) for v in frame[metric]],
+                "status": "error" if result.error else "ok",
+            }
+        )
+    ok = [r for r in rows if r["status"] == "ok"]
+    ok.sort(key=lambda r: r[metric], reverse=mode == "max")
+    return ok + [r for r in rows if r["status"] != "ok"]
+
+
+def write_tables(rows: list[dict], directory: Path) -> tuple[Path, Path]:
+    import csv
+
+    columns = [k for k in rows[0] if k not in ("curve", "checkpoint")] if rows else []
+    csv_path, md_path = directory / "tune_results.csv", directory / "tune_results.md"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def cell(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+def plot_trials(rows: list[dict], metric: str, path: Path) -> Path:
+    """Left: best metric vs learning rate. Right: every trial's validation curve per epoch;
+    trials stopped early dashed, ending in ×."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["status"] == "ok"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    if rows and "learning_rate" in rows[0]:
+        left.scatter([r["learning_rate"] for r in rows], [r[metric] for r in rows])
+        left.set_xscale("log")
+        left.set_xlabel("learning rate")
+    else:
+        left.scatter(range(len(rows)), [r[metric] for r in rows])
+        left.set_xlabel("trial (sorted)")
+    left.set_ylabel(f"best {metric}")
+    for row in rows:
+        epochs = list(range(1, len(row["curve"]) + 1))
+        style = "--" if row["stopped_early"] else "-"
+        (line,) = right.plot(epochs, row["curve"], style, marker="o", ms=3, label=row["trial"])
+        if row["stopped_early"]:
+            right.plot(epochs[-1], row["curve"][-1], "x", ms=9, color=line.get_color())
+    right.set_xlabel("epoch")
+    right.set_ylabel(metric)
+    right.set_title("trials (dashed, ×: stopped early by the scheduler)", fontsize=9)
+    if len(rows) <= 12:
+        right.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def tune(config: JobConfig, overwrite: bool = False) -> TuneResult:
+    """Search ``config.tune.space`` on the current Ray cluster; write ``<output.dir>/<name>/``
+    with ``tune_results.{csv,md}``, ``tune.png``, the best trial's ``model/`` (ready for
+    ``raynlp export``), ``metrics.json`` and Tune's own experiment folder (``tune/``)."""
+    import ray
+    from ray import tune as ray_tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from raynlp.training.trainer import (
+        RunExistsError,
+        _consolidate,
+        encode_inputs,
+        prepare_data,
+    )
+
+    if not config.tune.space:
+        raise ValueError("tune.space is empty: name at least one training field to search")
+    run_dir = config.run_dir.resolve()
+    parallel = concurrency(config, ray.cluster_resources())  # before any trial starts
+    if run_dir.exists():
+        if not overwrite:
+            raise RunExistsError(f"run folder {run_dir} exists; pass --overwrite to replace it")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    started = time.perf_counter()
+    prepared = prepare_data(config)
+    model_path, tokenizer, train_features, validation_features = encode_inputs(config, prepared)
+    (run_dir / "config.yaml").write_text(dump_job_config(config))
+    write_jsonl(prepared.validation_rows, run_dir / "data" / "validation.jsonl")
+    metric, mode = tune_metric(config)
+    space = search_space(config)
+    max_epochs = max(
+        [config.training.epochs]
+        + [int(v) for v in _space_values(config, "training.epochs") if v is not None]
+    )
+    scheduler = (
+        ASHAScheduler(
+            time_attr="epoch",
+            max_t=max_epochs,
+            grace_period=config.tune.asha.grace_period,
+            reduction_factor=config.tune.asha.reduction_factor,
+        )
+        if config.tune.scheduler == "asha"
+        else FIFOScheduler()
+    )
+    print(
+        f"[raynlp] tune: {config.tune.num_samples} sample(s) of {list(space)} by {metric} "
+        f"({mode}), {config.tune.scheduler} scheduler, {parallel} trial(s) at a time × "
+        f"{config.scaling.num_workers} worker(s)",
+        flush=True,
+    )
+    inputs = {
+        "prepared": prepared,
+        "model_path": model_path,
+        "train_features": train_features,
+        "validation_features": validation_features,
+        "storage": str(run_dir / "trials"),
+    }
+    trainable = ray_tune.with_resources(
+        ray_tune.with_parameters(run_trial, base=config.model_dump(mode="json"), inputs=inputs),
+        TRIAL_DRIVER_RESOURCES,
+    )
+    tuner = ray_tune.Tuner(
+        trainable,
+        param_space={**space, "_epochs": config.training.epochs},
+        tune_config=ray_tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            num_samples=config.tune.num_samples,
+            scheduler=scheduler,
+            max_concurrent_trials=parallel,
+        ),
+        run_config=ray_tune.RunConfig(
+            name="tune", storage_path=str(run_dir), verbose=1, log_to_file=True
+        ),
+    )
+    results = tuner.fit()
+    rows = _trial_rows(results, metric, mode, list(space))
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        errors = [str(r.error) for r in results if r.error][:3]
+        raise RuntimeError(f"every trial failed; first errors: {errors}")
+    best = ok[0]
+    write_tables(rows, run_dir)
+    plot_trials(rows, metric, run_dir / "tune.png")
+
+    best_params = {f"training.{k}": best[k] for k in (p.removeprefix("training.") for p in space)}
+    best_config = trial_config(config, best_params, config.name)
+    from ray.train import Checkpoint
+
+    model_dir, meta = _consolidate(
+        best_config,
+        Checkpoint.from_directory(best["checkpoint"]),
+        prepared,
+        model_path,
+        tokenizer,
+    )
+    (run_dir / "best_config.yaml").write_text(dump_job_config(best_config))
+    summary = {
+        "task": config.task,
+        "metric": metric,
+        "mode": mode,
+        "best_trial": best["trial"],
+        "best": {k: v for k, v in best.items() if k != "curve"},
+        "best_epoch": meta["epoch"],
+        "validation": meta["metrics"],
+        "trials": [{k: v for k, v in r.items() if k != "curve"} for r in rows],
+        "total_steps": sum(r.get("steps", 0) for r in ok),
+        "stopped_early": sum(r["stopped_early"] for r in ok),
+        "wall_s": round(time.perf_counter() - started, 2),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(
+        f"[raynlp] tune: best trial {best['trial']} {metric} {best[metric]:.4f} "
+        f"({_describe(best, space)}); {summary['stopped_early']}/{len(ok)} trials stopped early; "
+        f"model written to {model_dir} ({summary['wall_s']}s)",
+        flush=True,
+    )
+    return TuneResult(run_dir, model_dir, summary, rows)
+
+
+def _space_values(config: JobConfig, key: str) -> list[Any]:
+    spec = config.tune.space.get(key)
+    if not spec:
+        return []
+    kind, values = next(iter(spec.items()))
+    if kind == "randint":
+        return [values[1] - 1]
+    return [math.ceil(v) if isinstance(v, float) else v for v in values]
+
+
+def _describe(row: dict[str, Any], space: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k.removeprefix('training.')}={row[k.removeprefix('training.')]}" for k in space
+    )

@@ -1,0 +1,156 @@
+"""`raynlp tune`: the tune: section, trial resources, and a real Ray Tune search (ASHA) whose
+trials are Ray Train + DeepSpeed runs of the training loop on a tiny BERT."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import pytest
+from conftest import tiny_job
+
+from raynlp.config import ConfigError, parse_job_config
+from raynlp.evaluation import evaluate_model
+from raynlp.tuning.space import search_space, trial_config
+from raynlp.tuning.tuner import TuneResourceError, concurrency, tune, tune_metric
+
+
+def job(**tune_section) -> dict:
+    return {"name": "t", "data": {"train": "sample://sst2_train.tsv"}, "tune": tune_section}
+
+
+def test_search_space_kinds():
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    config = parse_job_config(
+        job(
+            space={
+                "learning_rate": {"loguniform": [1e-5, 1e-3]},
+                "training.weight_decay": {"uniform": [0.0, 0.1]},
+                "epochs": {"randint": [2, 5]},
+                "batch_size": {"choice": [16, 32]},
+                "strategy": {"grid": ["full", "freeze"]},
+            }
+        )
+    )
+    space = search_space(config)
+    assert isinstance(space["training.learning_rate"], Float)
+    assert isinstance(space["training.weight_decay"], Float)
+    assert isinstance(space["training.epochs"], Integer)
+    assert isinstance(space["training.batch_size"], Categorical)
+    assert space["training.strategy"] == {"grid_search": ["full", "freeze"]}
+    grid = parse_job_config(job(search_alg="grid", space={"batch_size": {"choice": [16, 32]}}))
+    assert search_space(grid)["training.batch_size"] == {"grid_search": [16, 32]}
+
+
+def test_trial_config_sets_and_revalidates_fields():
+    config = parse_job_config(job(space={"learning_rate": {"loguniform": [1e-5, 1e-3]}}))
+    trial = trial_config(
+        config, {"training.learning_rate": 3e-4, "training.epochs": 4, "_epochs": 3}, "trial_1"
+    )
+    assert trial.training.learning_rate == 3e-4 and trial.training.epochs == 4
+    assert trial.name == "trial_1" and trial.output.tensorboard is False
+    with pytest.raises(ConfigError, match="divisible"):
+        trial_config(config, {"training.batch_size": 33}, "trial_2")  # 2 workers cannot split it
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"space": {"lr": {"choice": [1e-5]}}}, "'lr' is not a training field"),
+        ({"space": {"learning_rate": {"between": [1, 2]}}}, "give one of loguniform"),
+        ({"space": {"batch_size": {"choice": [0, 32]}}}, "value 0 is invalid"),
+        ({"space": {"learning_rate": {"loguniform": [1e-3, 1e-5]}}}, "needs 0 < low < high"),
+        (
+            {"search_alg": "grid", "space": {"learning_rate": {"uniform": [1e-5, 1e-4]}}},
+            "search_alg 'grid' cannot enumerate ranges",
+        ),
+        ({"scheduler": "hyperband"}, "tune.scheduler"),
+    ],
+)
+def test_bad_tune_section_names_the_key(section, message):
+    with pytest.raises(ConfigError) as err:
+        parse_job_config(job(**section))
+    assert message in str(err.value)
+
+
+def test_trials_fit_the_cluster_or_fail_clearly():
+    config = parse_job_config({**job(), "scaling": {"num_workers": 1}})
+    assert concurrency(config, {"CPU": 2.0}) == 2
+    two = parse_job_config({**job(max_concurrent_trials=1), "scaling": {"num_workers": 1}})
+    assert concurrency(two, {"CPU": 8.0}) == 1
+    gpu = parse_job_config(
+        {
+            **job(),
+            "scaling": {
+                "num_workers": 2,
+                "use_gpu": True,
+                "resources_per_worker": {"CPU": 4, "GPU": 1},
+            },
+        }
+    )
+    assert concurrency(gpu, {"CPU": 32.0, "GPU": 4.0}) == 2
+    with pytest.raises(TuneResourceError, match=r"needs 2 GPU .* but the Ray cluster has 1"):
+        concurrency(gpu, {"CPU": 32.0, "GPU": 1.0})
+    assert tune_metric(parse_job_config(job())) == ("val_accuracy", "max")
+
+
+@pytest.mark.timeout(120)
+def test_impossible_trial_resources_fail_fast(tmp_path: Path, tiny_base_model: Path, ray_local):
+    config = parse_job_config(
+        tiny_job(
+            tmp_path,
+            tiny_base_model,
+            scaling={"num_workers": 2, "resources_per_worker": {"CPU": 8}},
+            tune={"space": {"learning_rate": {"choice": [1e-3, 1e-4]}}},
+        )
+    )
+    started = time.monotonic()
+    with pytest.raises(TuneResourceError, match=r"one trial needs 16 CPU .* has 2"):
+        tune(config)
+    assert time.monotonic() - started < 30
+    assert not config.run_dir.exists()  # nothing was started or written
+
+
+@pytest.mark.timeout(600)
+def test_asha_search_stops_weak_trials_and_exports_the_best(
+    tmp_path: Path, tiny_base_model: Path, ray_local
+):
+    """4 trials (a good and a useless learning rate, twice), one 1-CPU worker each, 2 at a
+    time: ASHA stops a trial after its first epoch; the best trial's model is consolidated."""
+    job = tiny_job(
+        tmp_path,
+        tiny_base_model,
+        training={"epochs": 3, "batch_size": 32},
+        scaling={"num_workers": 1},
+        tune={
+            "space": {"learning_rate": {"grid": [3e-3, 1e-7]}},
+            "search_alg": "grid",
+            "num_samples": 2,
+            "asha": {"grace_period": 1, "reduction_factor": 2},
+        },
+    )
+    job["data"]["max_train_rows"] = 256
+    result = tune(parse_job_config(job))
+
+    ok = [t for t in result.trials if t["status"] == "ok"]
+    assert len(ok) == 4
+    assert any(t["stopped_early"] and t["epochs_run"] < 3 for t in ok)  # ASHA stopped one
+    assert any(t["epochs_run"] == 3 for t in ok)
+    best = result.best["best"]
+    assert best["val_accuracy"] == max(t["val_accuracy"] for t in ok)
+
+    rows = list(csv.DictReader((result.run_dir / "tune_results.csv").open()))
+    assert len(rows) == 4
+    scores = [float(r["val_accuracy"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert (result.run_dir / "tune_results.md").read_text().startswith("| trial |")
+    assert (result.run_dir / "tune.png").read_bytes()[:4] == b"\x89PNG"
+
+    scored = evaluate_model(result.model_dir, str(result.run_dir / "data" / "validation.jsonl"))
+    assert scored["metrics"]["accuracy"] == pytest.approx(result.best["validation"]["accuracy"])
+    best_config = parse_job_config(
+        __import__("yaml").safe_load((result.run_dir / "best_config.yaml").read_text())
+    )
+    assert best_config.training.learning_rate == best["learning_rate"]
