@@ -41,6 +41,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         )
         + f"; restarts after failures: {config.scaling.max_failures}"
     )
+    if config.tune.space:
+        print(
+            f"  tune (raynlp tune): {config.tune.num_samples} sample(s) of "
+            f"{', '.join(config.tune.space)} ({config.tune.search_alg}, {config.tune.scheduler})"
+        )
     train_rows = len(read_rows(config.data.train, config.data.format))
     for warning in pitfall_warnings(config, train_rows):
         print(f"  warning: {warning}")
