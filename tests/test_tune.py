@@ -154,3 +154,70 @@ def test_asha_search_stops_weak_trials_and_exports_the_best(
         __import__("yaml").safe_load((result.run_dir / "best_config.yaml").read_text())
     )
     assert best_config.training.learning_rate == best["learning_rate"]
+
+
+@pytest.mark.timeout(600)
+def test_interrupted_search_resumes(tmp_path: Path, tiny_base_model: Path):
+    """`raynlp tune` is killed with its Ray after a trial's first checkpoint; `raynlp tune
+    --resume RUN` (Tuner.restore) finishes the same trials and writes the results."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import write_job
+
+    job = tiny_job(
+        tmp_path,
+        tiny_base_model,
+        training={"epochs": 2},
+        scaling={"num_workers": 1},
+        tune={
+            "space": {"learning_rate": {"grid": [3e-3, 1e-4]}},
+            "search_alg": "grid",
+            "num_samples": 2,
+            "scheduler": "fifo",
+        },
+    )
+    job["data"]["max_train_rows"] = 256
+    path = write_job(tmp_path / "tune.yaml", job)
+    run_dir = tmp_path / "runs" / "tiny"
+    raynlp = str(Path(sys.executable).parent / "raynlp")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    with (tmp_path / "first.log").open("w") as log:
+        first = subprocess.Popen(
+            [raynlp, "tune", str(path)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while not list((run_dir / "trials").glob("*/checkpoint_manager_snapshot.json")):
+                assert time.monotonic() < deadline, "no trial checkpoint within 300 s"
+                assert first.poll() is None, "the search ended before it was interrupted"
+                time.sleep(0.5)
+            time.sleep(3)  # let Tune save its experiment state
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=60)
+    trials_before = {p.name for p in (run_dir / "trials").iterdir()}
+    assert not (run_dir / "metrics.json").exists()
+
+    second = subprocess.run(
+        [raynlp, "tune", "--resume", str(run_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=500,
+        start_new_session=True,
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resuming the search" in second.stdout + second.stderr
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert len([t for t in summary["trials"] if t["status"] == "ok"]) == 4
+    assert all(t["epochs_run"] == 2 for t in summary["trials"])
+    assert trials_before <= {p.name for p in (run_dir / "trials").iterdir()}  # same trials
+    assert (run_dir / "model" / "model.safetensors").is_file()

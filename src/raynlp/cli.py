@@ -77,15 +77,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from raynlp.config import load_job_config
+    from raynlp.config import ConfigError, load_job_config
     from raynlp.runtime import ray_session
+    from raynlp.training.trainer import load_run_config
     from raynlp.tuning.tuner import tune
 
-    config = load_job_config(args.config)  # fails here, before any cluster starts
+    if (args.config is None) == (args.resume is None):
+        raise ConfigError("give a job config, or --resume RUN to continue a search (not both)")
+    if args.resume:
+        if args.output_dir or args.overwrite:
+            raise ConfigError("--resume continues a search in place: no --output-dir / --overwrite")
+        config = load_run_config(args.resume)
+    else:
+        config = load_job_config(args.config)  # fails here, before any cluster starts
     if args.output_dir:
         config.output.dir = args.output_dir
     with ray_session(args.address):
-        result = tune(config, overwrite=args.overwrite)
+        result = tune(config, overwrite=args.overwrite, resume=args.resume is not None)
     print(
         f"[raynlp] trials: {result.run_dir / 'tune_results.md'}; plot: {result.run_dir / 'tune.png'}"
     )
@@ -249,7 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Ray Train + DeepSpeed run; the best trial's model is written for `raynlp export`.",
     )
     tune_verb.add_argument(
-        "config", help="job YAML with a tune: section, e.g. jobs/sentiment_tune.yaml"
+        "config", nargs="?", help="job YAML with a tune: section, e.g. jobs/sentiment_tune.yaml"
+    )
+    tune_verb.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue an interrupted search (its folder) with Tuner.restore: unfinished trials "
+        "resume from their latest checkpoints",
     )
     tune_verb.add_argument(
         "--overwrite", action="store_true", help="replace an existing run folder"

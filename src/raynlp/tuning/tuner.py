@@ -176,17 +176,20 @@ def plot_trials(rows: list[dict], metric: str, path: Path) -> Path:
     return path
 
 
-def tune(config: JobConfig, overwrite: bool = False) -> TuneResult:
+def tune(config: JobConfig, overwrite: bool = False, resume: bool = False) -> TuneResult:
     """Search ``config.tune.space`` on the current Ray cluster; write ``<output.dir>/<name>/``
     with ``tune_results.{csv,md}``, ``tune.png``, the best trial's ``model/`` (ready for
-    ``raynlp export``), ``metrics.json`` and Tune's own experiment folder (``tune/``)."""
+    ``raynlp export``), ``metrics.json`` and Tune's own experiment folder (``tune/``).
+
+    ``resume=True`` continues an interrupted search with ``Tuner.restore``: finished trials
+    stay finished, unfinished and errored ones run again, and each of those picks up its own
+    Ray Train run from that run's latest checkpoint (trial runs keep their name and storage)."""
     import ray
     from ray import tune as ray_tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from raynlp.training.trainer import (
         RunExistsError,
-        _consolidate,
         encode_inputs,
         prepare_data,
     )
@@ -195,15 +198,24 @@ def tune(config: JobConfig, overwrite: bool = False) -> TuneResult:
         raise ValueError("tune.space is empty: name at least one training field to search")
     run_dir = config.run_dir.resolve()
     parallel = concurrency(config, ray.cluster_resources())  # before any trial starts
-    if run_dir.exists():
+    if resume:
+        if not ray_tune.Tuner.can_restore(str(run_dir / "tune")):
+            raise FileNotFoundError(f"{run_dir} holds no Tune experiment to resume")
+        if (run_dir / "metrics.json").exists():
+            raise RunExistsError(f"the search in {run_dir} has finished; nothing to resume")
+    elif run_dir.exists():
         if not overwrite:
-            raise RunExistsError(f"run folder {run_dir} exists; pass --overwrite to replace it")
+            raise RunExistsError(
+                f"run folder {run_dir} exists; pass --overwrite to replace it "
+                f"or --resume {run_dir} to continue it"
+            )
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     prepared = prepare_data(config)
     model_path, tokenizer, train_features, validation_features = encode_inputs(config, prepared)
-    (run_dir / "config.yaml").write_text(dump_job_config(config))
+    if not resume:
+        (run_dir / "config.yaml").write_text(dump_job_config(config))
     write_jsonl(prepared.validation_rows, run_dir / "data" / "validation.jsonl")
     metric, mode = tune_metric(config)
     space = search_space(config)
@@ -238,7 +250,23 @@ def tune(config: JobConfig, overwrite: bool = False) -> TuneResult:
         ray_tune.with_parameters(run_trial, base=config.model_dump(mode="json"), inputs=inputs),
         TRIAL_DRIVER_RESOURCES,
     )
-    tuner = ray_tune.Tuner(
+    if resume:
+        print(f"[raynlp] tune: resuming the search in {run_dir / 'tune'}", flush=True)
+        tuner = ray_tune.Tuner.restore(
+            str(run_dir / "tune"), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        tuner = _new_tuner(trainable, config, space, metric, mode, scheduler, parallel, run_dir)
+    results = tuner.fit()
+    return _finish(
+        config, results, run_dir, metric, mode, space, prepared, model_path, tokenizer, started
+    )
+
+
+def _new_tuner(trainable, config, space, metric, mode, scheduler, parallel, run_dir):
+    from ray import tune as ray_tune
+
+    return ray_tune.Tuner(
         trainable,
         param_space={**space, "_epochs": config.training.epochs},
         tune_config=ray_tune.TuneConfig(
@@ -252,7 +280,13 @@ def tune(config: JobConfig, overwrite: bool = False) -> TuneResult:
             name="tune", storage_path=str(run_dir), verbose=1, log_to_file=True
         ),
     )
-    results = tuner.fit()
+
+
+def _finish(
+    config, results, run_dir, metric, mode, space, prepared, model_path, tokenizer, started
+):
+    from raynlp.training.trainer import _consolidate
+
     rows = _trial_rows(results, metric, mode, list(space))
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
