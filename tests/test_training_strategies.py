@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -167,7 +168,13 @@ def test_freeze_early_stopping_keep_n_and_tensorboard(
     config = json.loads((result.model_dir / "config.json").read_text())
     assert config["hidden_dropout_prob"] == 0.2
 
+    # the callback runs in the Ray Train controller, which may still be writing the last
+    # report's scalars when fit() returns: give it a few seconds
+    deadline = time.monotonic() + 15
     scalars = read_scalars(result.run_dir / "tensorboard")
+    while len(scalars.get("validation/accuracy", [])) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        scalars = read_scalars(result.run_dir / "tensorboard")
     assert [step for step, _ in scalars["validation/accuracy"]] == [8, 16]
     assert [step for step, _ in scalars["train/train_loss"]] == [8, 16]
     assert scalars["validation/accuracy"][0][1] == pytest.approx(history[0]["val_accuracy"])

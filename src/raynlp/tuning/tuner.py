@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -86,35 +87,55 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], inputs: dict[str, An
         raise result.error
 
 
-def _trial_rows(results: Any, metric: str, mode: str, space_keys: list[str]) -> list[dict]:
+TRIAL_ID = re.compile(r"([0-9a-f]{5}_\d{5})")
+
+
+def _trial_history(storage: Path, trial_id: str) -> tuple[list[dict], list[dict]]:
+    """A trial's per-epoch history (from its latest Ray Train checkpoint's metadata, which
+    survives restarts and resumes) and the metadata of every checkpoint Ray kept."""
+    from raynlp.training.checkpoints import read_checkpoint_meta
+
+    directory = storage / f"trial_{trial_id}"
+    kept = []
+    for checkpoint in sorted(directory.glob("checkpoint_*")):
+        if (checkpoint / "raynlp_checkpoint.json").is_file():
+            kept.append({**read_checkpoint_meta(checkpoint), "path": str(checkpoint)})
+    latest = max(kept, key=lambda m: m["epoch"], default=None)
+    return (latest["history"] if latest else []), kept
+
+
+def _trial_rows(
+    results: Any, metric: str, mode: str, space_keys: list[str], storage: Path, epochs: int
+) -> list[dict]:
     """One row per trial: its sampled params, best metric (and epoch, checkpoint), epochs run."""
     rows = []
     for result in results:
-        frame = result.metrics_dataframe
-        if frame is None or frame.empty or metric not in frame:
-            rows.append({"trial": "?", "status": "error", "error": str(result.error)})
+        match = TRIAL_ID.search(Path(str(result.path)).name)
+        history, kept = _trial_history(storage, match.group(1)) if match else ([], [])
+        scored = [
+            m for m in kept if isinstance(m["metrics"].get(metric.removeprefix("val_")), float)
+        ]
+        if not history or not scored:
+            rows.append({"trial": match.group(1) if match else "?", "status": "error",
+                         "error": str(result.error)})  # fmt: skip
             continue
-        # among the epochs whose checkpoint Ray kept (the best N + the latest; on a tie the
-        # earlier one may be gone)
-        kept = frame[frame["checkpoint_path"].map(lambda p: Path(str(p)).is_dir())]
-        kept = kept if not kept.empty else frame
-        best_index = kept[metric].idxmax() if mode == "max" else kept[metric].idxmin()
-        best = kept.loc[best_index]
+        name = metric.removeprefix("val_")
+        pick = max if mode == "max" else min
+        best = pick(scored, key=lambda m: m["metrics"][name])
         params = {key: result.config.get(key) for key in space_keys}
-        planned = int(params.get("training.epochs") or result.config.get("_epochs", 0) or 0)
-        epochs_run = int(frame["epoch"].max())
+        planned = int(params.get("training.epochs") or epochs)
         rows.append(
             {
-                "trial": str(frame["trial_id"].iloc[-1]),
+                "trial": match.group(1),
                 **{key.removeprefix("training."): value for key, value in params.items()},
-                metric: float(best[metric]),
+                metric: float(best["metrics"][name]),
                 "best_epoch": int(best["epoch"]),
-                "epochs_run": epochs_run,
-                "stopped_early": bool(planned and epochs_run < planned),
-                "steps": int(frame["step"].max()),
-                "checkpoint": str(best.get("checkpoint_path", "")),
-                "curve": [float(v) for v in frame[metric]],
-                "status": "error" if result.error else "ok",
+                "epochs_run": len(history),
+                "stopped_early": len(history) < planned,
+                "steps": int(history[-1]["step"]),
+                "checkpoint": best["path"],
+                "curve": [float(h[metric]) for h in history],
+                "status": "ok",
             }
         )
     ok = [r for r in rows if r["status"] == "ok"]
@@ -268,7 +289,7 @@ def _new_tuner(trainable, config, space, metric, mode, scheduler, parallel, run_
 
     return ray_tune.Tuner(
         trainable,
-        param_space={**space, "_epochs": config.training.epochs},
+        param_space=space,
         tune_config=ray_tune.TuneConfig(
             metric=metric,
             mode=mode,
@@ -287,7 +308,9 @@ def _finish(
 ):
     from raynlp.training.trainer import _consolidate
 
-    rows = _trial_rows(results, metric, mode, list(space))
+    rows = _trial_rows(
+        results, metric, mode, list(space), run_dir / "trials", config.training.epochs
+    )
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
         errors = [str(r.error) for r in results if r.error][:3]
