@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # Quiet, offline-safe defaults for every verb; set before Ray/transformers are imported.
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
@@ -52,21 +53,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _job_or_run(args: argparse.Namespace, what: str) -> Any:
+    """The job config of ``CONFIG`` (validated before any cluster starts) or, with ``--resume
+    RUN``, the config saved in that run folder."""
     from raynlp.config import ConfigError, load_job_config
-    from raynlp.runtime import ray_session
-    from raynlp.training.trainer import load_run_config, train
+    from raynlp.training.trainer import load_run_config
 
     if (args.config is None) == (args.resume is None):
-        raise ConfigError("give a job config, or --resume RUN to continue a run (not both)")
+        raise ConfigError(f"give a job config, or --resume RUN to continue a {what} (not both)")
     if args.resume:
         if args.output_dir or args.overwrite:
-            raise ConfigError("--resume continues a run in place: no --output-dir / --overwrite")
-        config = load_run_config(args.resume)
-    else:
-        config = load_job_config(args.config)  # fails here, before any cluster starts
+            raise ConfigError(
+                f"--resume continues a {what} in place: no --output-dir / --overwrite"
+            )
+        return load_run_config(args.resume)
+    config = load_job_config(args.config)
     if args.output_dir:
         config.output.dir = args.output_dir
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from raynlp.runtime import ray_session
+    from raynlp.training.trainer import train
+
+    config = _job_or_run(args, "run")
     with ray_session(args.address):
         result = train(config, overwrite=args.overwrite, resume=args.resume is not None)
     validation = result.metrics["validation"]
@@ -77,21 +88,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from raynlp.config import ConfigError, load_job_config
     from raynlp.runtime import ray_session
-    from raynlp.training.trainer import load_run_config
     from raynlp.tuning.tuner import tune
 
-    if (args.config is None) == (args.resume is None):
-        raise ConfigError("give a job config, or --resume RUN to continue a search (not both)")
-    if args.resume:
-        if args.output_dir or args.overwrite:
-            raise ConfigError("--resume continues a search in place: no --output-dir / --overwrite")
-        config = load_run_config(args.resume)
-    else:
-        config = load_job_config(args.config)  # fails here, before any cluster starts
-    if args.output_dir:
-        config.output.dir = args.output_dir
+    config = _job_or_run(args, "search")
     with ray_session(args.address):
         result = tune(config, overwrite=args.overwrite, resume=args.resume is not None)
     print(
