@@ -182,13 +182,17 @@ def encode_inputs(config: JobConfig, prepared: PreparedData) -> tuple[str, Any, 
     return model_path, tokenizer, train_features, validation_features
 
 
-def _start_run_dir(config: JobConfig, overwrite: bool, resume: bool) -> Path:
+def start_run_dir(
+    config: JobConfig, overwrite: bool, resume: bool, state: str = "ray", what: str = "run"
+) -> Path:
+    """The run folder: kept for ``resume`` (it must hold the ``state`` folder and no
+    ``metrics.json`` yet), else created fresh (replacing an old one only with ``overwrite``)."""
     run_dir = config.run_dir.resolve()
     if resume:
-        if not (run_dir / "ray").is_dir():
-            raise FileNotFoundError(f"{run_dir} holds no checkpoints of a run to resume")
+        if not (run_dir / state).is_dir():
+            raise FileNotFoundError(f"{run_dir} holds no {what} to resume (no {state}/)")
         if (run_dir / "metrics.json").exists():
-            raise RunExistsError(f"the run in {run_dir} has finished; nothing to resume")
+            raise RunExistsError(f"the {what} in {run_dir} has finished; nothing to resume")
         return run_dir
     if run_dir.exists():
         if not overwrite:
@@ -223,7 +227,7 @@ def train(config: JobConfig, overwrite: bool = False, resume: bool = False) -> T
     from its latest checkpoint (weights, optimizer, LR schedule, step, early-stopping state).
     """
 
-    run_dir = _start_run_dir(config, overwrite, resume)
+    run_dir = start_run_dir(config, overwrite, resume)
     started = time.perf_counter()
 
     prepared = prepare_data(config)

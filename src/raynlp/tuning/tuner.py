@@ -4,9 +4,7 @@ Train + DeepSpeed run of the same training loop → results table, plot, best mo
 from __future__ import annotations
 
 import json
-import math
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,28 +208,15 @@ def tune(config: JobConfig, overwrite: bool = False, resume: bool = False) -> Tu
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from raynlp.training.trainer import (
-        RunExistsError,
         encode_inputs,
         prepare_data,
+        start_run_dir,
     )
 
     if not config.tune.space:
         raise ValueError("tune.space is empty: name at least one training field to search")
-    run_dir = config.run_dir.resolve()
     parallel = concurrency(config, ray.cluster_resources())  # before any trial starts
-    if resume:
-        if not ray_tune.Tuner.can_restore(str(run_dir / "tune")):
-            raise FileNotFoundError(f"{run_dir} holds no Tune experiment to resume")
-        if (run_dir / "metrics.json").exists():
-            raise RunExistsError(f"the search in {run_dir} has finished; nothing to resume")
-    elif run_dir.exists():
-        if not overwrite:
-            raise RunExistsError(
-                f"run folder {run_dir} exists; pass --overwrite to replace it "
-                f"or --resume {run_dir} to continue it"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = start_run_dir(config, overwrite, resume, state="tune", what="search")
     started = time.perf_counter()
     prepared = prepare_data(config)
     model_path, tokenizer, train_features, validation_features = encode_inputs(config, prepared)
@@ -359,9 +344,7 @@ def _space_values(config: JobConfig, key: str) -> list[Any]:
     if not spec:
         return []
     kind, values = next(iter(spec.items()))
-    if kind == "randint":
-        return [values[1] - 1]
-    return [math.ceil(v) if isinstance(v, float) else v for v in values]
+    return [values[1] - 1] if kind == "randint" else list(values)  # randint's high is exclusive
 
 
 def _describe(row: dict[str, Any], space: dict[str, Any]) -> str:
