@@ -67,6 +67,23 @@ def test_trial_config_sets_and_revalidates_fields():
             "search_alg 'grid' cannot enumerate ranges",
         ),
         ({"scheduler": "hyperband"}, "tune.scheduler"),
+        (
+            {"search_alg": "optuna", "space": {"strategy": {"grid": ["full", "freeze"]}}},
+            "search_alg 'optuna' samples, it cannot enumerate a grid: training.strategy",
+        ),
+        (
+            {"scheduler": "pbt", "space": {"epochs": {"choice": [2, 3]}}},
+            "pbt.mutate: 'training.learning_rate' is not in tune.space",
+        ),
+        (
+            {
+                "scheduler": "pbt",
+                "pbt": {"mutate": ["epochs"]},
+                "space": {"epochs": {"choice": [2, 3]}},
+            },
+            "training.epochs cannot change mid-run",
+        ),
+        ({"pbt": {"quantile_fraction": 0.9}}, "tune.pbt.quantile_fraction"),
     ],
 )
 def test_bad_tune_section_names_the_key(section, message):
@@ -156,6 +173,91 @@ def test_asha_search_stops_weak_trials_and_exports_the_best(
     assert best_config.training.learning_rate == best["learning_rate"]
 
 
+def test_schedulers_and_search_algorithms_build():
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.hyperopt import HyperOptSearch
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raynlp.tuning.tuner import build_scheduler, build_search_alg
+
+    space = {"learning_rate": {"loguniform": [1e-5, 1e-3]}, "batch_size": {"choice": [16, 32]}}
+    expected = {"asha": ASHAScheduler, "fifo": FIFOScheduler, "pbt": PopulationBasedTraining}
+    for name, kind in expected.items():
+        config = parse_job_config(job(scheduler=name, space=space))
+        assert isinstance(build_scheduler(config, 3), kind)
+    pbt = build_scheduler(
+        parse_job_config(
+            job(scheduler="pbt", space=space, pbt={"mutate": ["learning_rate", "batch_size"]})
+        ),
+        3,
+    )
+    assert set(pbt._hyperparam_mutations) == {"training.learning_rate", "training.batch_size"}
+    assert pbt._hyperparam_mutations["training.batch_size"] == [16, 32]  # neighbours
+    grid = {"learning_rate": {"grid": [1e-4, 3e-5]}}
+    pbt = build_scheduler(parse_job_config(job(scheduler="pbt", space=grid)), 3)
+    assert pbt._hyperparam_mutations["training.learning_rate"]() in (1e-4, 3e-5)  # or ×0.8/1.2
+    algs = {"random": BasicVariantGenerator, "optuna": OptunaSearch, "hyperopt": HyperOptSearch}
+    for name, kind in algs.items():
+        assert isinstance(build_search_alg(parse_job_config(job(search_alg=name))), kind)
+    # Tune ignores max_concurrent_trials for its own generator: the limit must be set on it
+    assert build_search_alg(parse_job_config(job()), 2).max_concurrent == 2
+
+
+@pytest.mark.timeout(600)
+def test_pbt_trials_continue_from_better_trials(tmp_path: Path, tiny_base_model: Path, ray_local):
+    """PBT over 2 trials (both at once, 3 epochs): the weak one is restarted from the strong
+    one's checkpoint and continues its epochs and steps with a perturbed learning rate."""
+    import json
+
+    from raynlp.training.checkpoints import read_checkpoint_meta
+
+    job = tiny_job(
+        tmp_path,
+        tiny_base_model,
+        training={"epochs": 3, "batch_size": 32, "lr_schedule": "constant", "warmup_ratio": 0.0},
+        scaling={"num_workers": 1},
+        tune={
+            "space": {"learning_rate": {"grid": [3e-3, 1e-7]}},
+            "search_alg": "grid",
+            "num_samples": 1,
+            "scheduler": "pbt",
+            "pbt": {"quantile_fraction": 0.5, "resample_probability": 0.0},
+        },
+    )
+    job["data"]["max_train_rows"] = 256
+    result = tune(parse_job_config(job))
+
+    ok = [t for t in result.trials if t["status"] == "ok"]
+    assert len(ok) == 2
+    exploited = [t for t in ok if t["continued_from"]]
+    assert exploited, "no PBT exploit happened"
+    for row in exploited:
+        donors = [entry.split("@")[0] for entry in row["continued_from"].split()]
+        assert all(donor != row["trial"] for donor in donors)
+
+    trials = result.run_dir / "trials"
+    starts = [json.loads(p.read_text()) for p in (trials / "starts").glob("*.json")]
+    exploits = [s for s in starts if s["from_trial"] != s["trial"]]
+    assert exploits
+    for start in exploits:
+        run = trials / f"trial_{start['trial']}_e{start['epoch']}"
+        metas = [read_checkpoint_meta(c) for c in run.glob("checkpoint_0*")]
+        if not metas:
+            continue  # a Train run with nothing left to do
+        latest = max(metas, key=lambda m: m["epoch"])
+        assert latest["resumed"][-1]["warm_start"] == start["from"]
+        assert f"run_trial_{start['from_trial']}_" in start["from"]
+        start = start["epoch"]
+        history = latest["history"]
+        assert [h["epoch"] for h in history] == list(range(1, latest["epoch"] + 1))
+        before, after = history[start - 1], history[start]
+        assert after["step"] > before["step"]  # steps go on from the copied checkpoint
+        assert after["lr"] != before["lr"]  # the explored learning rate is in use
+    assert (result.model_dir / "model.safetensors").is_file()
+    assert not list((result.run_dir / "tune").glob("*/checkpoint_*"))  # PBT's copies removed
+
+
 @pytest.mark.timeout(600)
 def test_interrupted_search_resumes(tmp_path: Path, tiny_base_model: Path):
     """`raynlp tune` is killed with its Ray after a trial's first checkpoint; `raynlp tune
@@ -221,3 +323,30 @@ def test_interrupted_search_resumes(tmp_path: Path, tiny_base_model: Path):
     assert all(t["epochs_run"] == 2 for t in summary["trials"])
     assert trials_before <= {p.name for p in (run_dir / "trials").iterdir()}  # same trials
     assert (run_dir / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("search_alg", ["optuna", "hyperopt"])
+def test_model_based_search_runs(tmp_path: Path, tiny_base_model: Path, ray_local, search_alg):
+    """Optuna (TPE) / HyperOpt sample the space through Ray Tune's integrations; their trial
+    ids (no index suffix) still map to each trial's Ray Train run."""
+    job = tiny_job(
+        tmp_path,
+        tiny_base_model,
+        training={"epochs": 1, "batch_size": 32},
+        scaling={"num_workers": 1},
+        tune={
+            "space": {"learning_rate": {"loguniform": [1e-5, 3e-3]}, "seed": {"randint": [0, 9]}},
+            "search_alg": search_alg,
+            "num_samples": 3,
+            "scheduler": "fifo",
+        },
+    )
+    job["data"]["max_train_rows"] = 128
+    result = tune(parse_job_config(job))
+    ok = [t for t in result.trials if t["status"] == "ok"]
+    assert len(ok) == 3
+    assert len({t["learning_rate"] for t in ok}) == 3
+    assert all(1e-5 <= t["learning_rate"] <= 3e-3 and 0 <= t["seed"] < 9 for t in ok)
+    assert (result.model_dir / "model.safetensors").is_file()

@@ -363,6 +363,36 @@ class AshaSection(_Section):
     reduction_factor: float = Field(2.0, gt=1.0, description="Keep the best 1/factor at a rung.")
 
 
+class PbtSection(_Section):
+    perturbation_interval: int = Field(
+        1,
+        ge=1,
+        description="Epochs between exploit/explore decisions (every trial checkpoints "
+        "each epoch).",
+    )
+    quantile_fraction: float = Field(
+        0.25, gt=0.0, le=0.5, description="The bottom fraction copies one of the top fraction."
+    )
+    resample_probability: float = Field(
+        0.25, ge=0.0, le=1.0, description="Chance a mutated value is resampled, not scaled."
+    )
+    mutate: list[str] = Field(
+        default_factory=lambda: ["training.learning_rate"],
+        description="Keys of tune.space that explore perturbs after an exploit (the 'training.' "
+        "prefix is optional); the other keys are copied from the trial exploited.",
+    )
+
+    @field_validator("mutate")
+    @classmethod
+    def _prefixed(cls, keys: list[str]) -> list[str]:
+        if not keys:
+            raise ValueError("name at least one tune.space key to mutate")
+        return [f"training.{key.removeprefix('training.')}" for key in keys]
+
+
+SEARCH_ALGS = ("random", "grid", "optuna", "hyperopt")
+
+
 class TuneSection(_Section):
     """Hyperparameter search with Ray Tune (``raynlp tune``)."""
 
@@ -374,13 +404,19 @@ class TuneSection(_Section):
     metric: str | None = Field(None, description="Validation metric (default: the watched one).")
     mode: Literal["max", "min"] | None = None
     num_samples: int = Field(8, ge=1, description="Trials (for grid: repeats of the whole grid).")
-    search_alg: Literal["random", "grid"] = Field(
-        "random", description="'random' samples the space; 'grid' needs only choice/grid keys."
+    search_alg: Literal["random", "grid", "optuna", "hyperopt"] = Field(
+        "random",
+        description="'random' samples the space; 'grid' needs only choice/grid keys; 'optuna' "
+        "(TPE) and 'hyperopt' learn from finished trials (no grid keys).",
     )
-    scheduler: Literal["asha", "fifo"] = Field(
-        "asha", description="asha stops weak trials early (per epoch); fifo runs all to the end."
+    scheduler: Literal["asha", "fifo", "pbt"] = Field(
+        "asha",
+        description="asha stops weak trials early (per epoch); fifo runs all to the end; pbt "
+        "(population-based training) makes weak trials continue from a strong trial's "
+        "checkpoint with perturbed values.",
     )
     asha: AshaSection = Field(default_factory=AshaSection)
+    pbt: PbtSection = Field(default_factory=PbtSection)
     max_concurrent_trials: int | None = Field(
         None, ge=1, description="Default: as many as the cluster's CPUs/GPUs fit."
     )
@@ -421,13 +457,32 @@ class TuneSection(_Section):
 
     @model_validator(mode="after")
     def _grid_only(self) -> TuneSection:
+        kinds = {key: next(iter(spec)) for key, spec in self.space.items()}
         if self.search_alg == "grid":
-            ranged = [k for k, v in self.space.items() if next(iter(v)) not in ("choice", "grid")]
+            ranged = [k for k, kind in kinds.items() if kind not in ("choice", "grid")]
             if ranged:
                 raise ValueError(
                     f"search_alg 'grid' cannot enumerate ranges: {', '.join(ranged)} "
                     "(use choice/grid values, or search_alg 'random')"
                 )
+        elif self.search_alg in ("optuna", "hyperopt"):
+            grids = [k for k, kind in kinds.items() if kind == "grid"]
+            if grids:
+                raise ValueError(
+                    f"search_alg {self.search_alg!r} samples, it cannot enumerate a grid: "
+                    f"{', '.join(grids)} (use choice, or search_alg 'grid')"
+                )
+        if self.scheduler == "pbt" and self.space:
+            for key in self.pbt.mutate:
+                if key not in kinds:
+                    raise ValueError(
+                        f"pbt.mutate: {key!r} is not in tune.space (allowed: {', '.join(kinds)})"
+                    )
+                if key == "training.epochs":
+                    raise ValueError(
+                        "pbt.mutate: training.epochs cannot change mid-run; search it with "
+                        "scheduler asha or fifo"
+                    )
         return self
 
 

@@ -101,17 +101,31 @@ class ValidationSetup:
     tokenizer: Any
 
 
-def _resume_state(engine: Any) -> dict[str, Any]:
+def _resume_state(engine: Any, warm_start: str | None = None) -> dict[str, Any]:
     """The latest checkpoint of this run, when Ray restarted the workers after a failure or the
     run was resumed with ``raynlp train --resume``: weights, optimizer, LR scheduler and step
-    (DeepSpeed's checkpoint), epoch, history and early-stopping state (raynlp's metadata)."""
+    (DeepSpeed's checkpoint), epoch, history and early-stopping state (raynlp's metadata).
+
+    Without one, ``warm_start`` (a raynlp checkpoint folder, e.g. another Tune trial's under
+    PBT) is loaded the same way except for the LR scheduler: this run's own hyperparameters
+    (e.g. a perturbed learning rate) apply from the checkpoint's step on."""
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
+    if checkpoint is None and warm_start is None:
         return {"epoch": 0, "history": [], "curve": [], "stages": [], "resumed": []}
-    with checkpoint.as_directory() as directory:
-        engine.load_checkpoint(directory, tag=DEEPSPEED_TAG)
-        meta = read_checkpoint_meta(Path(directory))
-    resumed = [*meta.get("resumed", []), {"epoch": meta["epoch"], "step": meta["step"]}]
+    if checkpoint is None:
+        engine.load_checkpoint(warm_start, tag=DEEPSPEED_TAG, load_lr_scheduler_states=False)
+        meta = read_checkpoint_meta(Path(warm_start))
+        scheduler = engine.lr_scheduler
+        if scheduler is not None:  # move this run's schedule to the loaded step
+            scheduler.last_epoch = engine.global_steps - 1
+            scheduler.step()
+        origin = {"epoch": meta["epoch"], "step": meta["step"], "warm_start": warm_start}
+    else:
+        with checkpoint.as_directory() as directory:
+            engine.load_checkpoint(directory, tag=DEEPSPEED_TAG)
+            meta = read_checkpoint_meta(Path(directory))
+        origin = {"epoch": meta["epoch"], "step": meta["step"]}
+    resumed = [*meta.get("resumed", []), origin]
     return {
         "epoch": meta["epoch"],
         "history": meta["history"],
@@ -250,15 +264,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         else [p for p in model.parameters() if p.requires_grad],
         config=ds_config,
     )
-    state = _resume_state(engine)
+    state = _resume_state(engine, loop_config.get("warm_start"))
     stopping = EarlyStopping.from_config(config)
     stopping.restore(state.get("early_stopping"))
     workers = worker_info(ctx)
     log = print if ctx.rank == 0 else (lambda *args, **kwargs: None)
     if state["resumed"]:
+        source = state["resumed"][-1].get("warm_start")
         log(
-            f"[raynlp] resumed from the checkpoint of epoch {state['epoch']} "
-            f"(step {engine.global_steps})",
+            f"[raynlp] {'warm-started' if source else 'resumed'} from the checkpoint of epoch "
+            f"{state['epoch']} (step {engine.global_steps})" + (f": {source}" if source else ""),
             flush=True,
         )
     stages = state["stages"]

@@ -114,13 +114,15 @@ def build_trainer(
     run_name: str = "train",
     storage_path: Path | None = None,
     callbacks: list[Any] | None = None,
+    warm_start: str | None = None,
 ) -> Any:
     """The TorchTrainer: per-worker DeepSpeed loop, sharded train data, best-N checkpoints
     (ranked by the watched validation metric), restarts after failures, TensorBoard.
 
     The run's name and storage path are fixed per run folder (``<run>/ray/train``), so running
     it again (``raynlp train --resume``) makes Ray Train hand the latest checkpoint to the
-    workers. Tune trials pass their own name, storage path and callbacks."""
+    workers. Tune trials pass their own name, storage path and callbacks, and under PBT a
+    ``warm_start`` checkpoint (another trial's) that a new run starts from."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -142,6 +144,7 @@ def build_trainer(
             "validation_features": len(validation_features["example_index"]),
             "train_rows_per_worker": len(next(iter(train_features.values())))
             // config.scaling.num_workers,
+            "warm_start": warm_start,
         },
         torch_config=TorchConfig(backend=distributed_backend(config)),
         scaling_config=ScalingConfig(

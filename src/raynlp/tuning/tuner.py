@@ -61,31 +61,138 @@ def concurrency(config: JobConfig, cluster: dict[str, float]) -> int:
     return min(fit, wanted) if wanted else fit
 
 
+class ReportToTrial:
+    """A Ray Train callback (it runs in the Train controller): every report's metrics and
+    checkpoint path go on a queue that the trial's own process reads and hands to Tune."""
+
+    def __init__(self, channel: Any):
+        self.channel = channel
+
+    def after_report(self, run_context: Any, metrics: list[dict], checkpoint: Any) -> None:
+        self.channel.put((metrics[0], checkpoint.path if checkpoint else None))
+
+
+def _report_callback(channel: Any) -> Any:
+    from ray.train.v2.api.callback import UserCallback
+
+    class _Report(ReportToTrial, UserCallback):
+        pass
+
+    return _Report(channel)
+
+
 def run_trial(params: dict[str, Any], base: dict[str, Any], inputs: dict[str, Any]) -> None:
-    """One Tune trial: the sampled config's Ray Train run, reporting every epoch to Tune."""
+    """One Tune trial: the sampled config's Ray Train run, reporting every epoch to Tune.
+
+    The Train run goes on in a thread; this process relays each epoch's report to Tune, with
+    the epoch's checkpoint when the scheduler needs them (PBT). A trial that Tune starts from a
+    checkpoint (PBT's exploit of another trial, or its own after a restore) copies it into the
+    trial storage and warm-starts a new Train run, ``trial_<id>_e<epoch>``, from it."""
+    import threading
+
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.util.queue import Empty, Queue
 
     from raynlp.training.trainer import build_trainer
 
     trial_id = tune.get_context().get_trial_id()
-    config = trial_config(JobConfig.model_validate(base), params, f"trial_{trial_id}")
+    storage = Path(inputs["storage"])
+    run_name, warm_start = f"trial_{trial_id}", None
+    config = trial_config(JobConfig.model_validate(base), params, run_name)
+    start = tune.get_checkpoint()
+    if start is not None:
+        warm_start, epoch = _take_checkpoint(start, trial_id, storage, config.training.epochs)
+        if warm_start is None:
+            return  # the checkpoint is of the last epoch: nothing left to train
+        run_name = f"trial_{trial_id}_e{epoch}"
+        config = trial_config(JobConfig.model_validate(base), params, run_name)
+    channel = Queue(actor_options={"num_cpus": 0})
     trainer = build_trainer(
         config,
         inputs["prepared"],
         inputs["model_path"],
         inputs["train_features"],
         inputs["validation_features"],
-        run_name=f"trial_{trial_id}",
-        storage_path=Path(inputs["storage"]),
-        callbacks=[TuneReportCallback()],
+        run_name=run_name,
+        storage_path=storage,
+        callbacks=[_report_callback(channel)],
+        warm_start=warm_start,
     )
-    result = trainer.fit()
-    if result.error:
-        raise result.error
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as err:  # re-raised in the trial's thread below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=fit, name=f"train-{trial_id}", daemon=True)
+    thread.start()
+    while True:
+        try:
+            metrics, path = channel.get(timeout=1.0)
+        except Empty:
+            if thread.is_alive() or not channel.empty():
+                continue
+            break
+        checkpoint = None
+        if path and inputs["report_checkpoints"]:
+            from ray.tune import Checkpoint
+
+            checkpoint = Checkpoint.from_directory(path)
+        tune.report(metrics, checkpoint=checkpoint)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    if outcome["result"].error:
+        raise outcome["result"].error
 
 
-TRIAL_ID = re.compile(r"([0-9a-f]{5}_\d{5})")
+def _take_checkpoint(
+    start: Any, trial_id: str, storage: Path, epochs: int
+) -> tuple[str | None, int]:
+    """The checkpoint Tune (re)starts this trial from: its epoch and path (Tune keeps every
+    checkpoint of a PBT search until the search ends, so it cannot vanish before the new run
+    loads it). None when it is of the last epoch. ``trials/starts/`` records where it came
+    from: another trial (a PBT exploit), or this trial itself (PBT paused it so that others
+    could catch up, or the search was resumed)."""
+    from raynlp.training.checkpoints import read_checkpoint_meta
+
+    path = str(start.path)
+    epoch = int(read_checkpoint_meta(Path(path))["epoch"])
+    if epoch >= epochs:
+        return None, epoch
+    source = trial_id_of(path) or "?"
+    record = storage / "starts" / f"{trial_id}_e{epoch}.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(
+        json.dumps({"trial": trial_id, "epoch": epoch, "from_trial": source, "from": path})
+    )
+    print(
+        f"[raynlp] trial {trial_id} continues from "
+        + ("its own checkpoint" if source == trial_id else f"trial {source}'s checkpoint")
+        + f" of epoch {epoch}",
+        flush=True,
+    )
+    return path, epoch
+
+
+TRIAL_ID = re.compile(r"run_trial_([0-9a-f]+(?:_\d{5})?)_")
+
+
+def trial_id_of(path: str) -> str | None:
+    """The trial id in a Tune trial folder's path (``run_trial_<id>_<index>_<params>…``)."""
+    match = TRIAL_ID.search(path)
+    return match.group(1) if match else None
+
+
+def _exploits(storage: Path, trial_id: str) -> list[dict[str, Any]]:
+    """Every other trial's checkpoint this trial continued from (PBT), in epoch order."""
+    found = [json.loads(path.read_text()) for path in (storage / "starts").glob(f"{trial_id}_e*")]
+    return sorted(
+        (entry for entry in found if entry["from_trial"] != trial_id),
+        key=lambda entry: entry["epoch"],
+    )
 
 
 def _trial_history(storage: Path, trial_id: str) -> tuple[list[dict], list[dict]]:
@@ -93,11 +200,12 @@ def _trial_history(storage: Path, trial_id: str) -> tuple[list[dict], list[dict]
     survives restarts and resumes) and the metadata of every checkpoint Ray kept."""
     from raynlp.training.checkpoints import read_checkpoint_meta
 
-    directory = storage / f"trial_{trial_id}"
+    runs = [storage / f"trial_{trial_id}", *storage.glob(f"trial_{trial_id}_e*")]
     kept = []
-    for checkpoint in sorted(directory.glob("checkpoint_*")):
-        if (checkpoint / "raynlp_checkpoint.json").is_file():
-            kept.append({**read_checkpoint_meta(checkpoint), "path": str(checkpoint)})
+    for run in runs:  # the trial's first Train run, then one per warm start (PBT)
+        for checkpoint in sorted(run.glob("checkpoint_*")):
+            if (checkpoint / "raynlp_checkpoint.json").is_file():
+                kept.append({**read_checkpoint_meta(checkpoint), "path": str(checkpoint)})
     latest = max(kept, key=lambda m: m["epoch"], default=None)
     return (latest["history"] if latest else []), kept
 
@@ -108,29 +216,35 @@ def _trial_rows(
     """One row per trial: its sampled params, best metric (and epoch, checkpoint), epochs run."""
     rows = []
     for result in results:
-        match = TRIAL_ID.search(Path(str(result.path)).name)
-        history, kept = _trial_history(storage, match.group(1)) if match else ([], [])
+        trial_id = (result.metrics or {}).get("trial_id") or trial_id_of(str(result.path))
+        history, kept = _trial_history(storage, trial_id) if trial_id else ([], [])
         scored = [
             m for m in kept if isinstance(m["metrics"].get(metric.removeprefix("val_")), float)
         ]
         if not history or not scored:
-            rows.append({"trial": match.group(1) if match else "?", "status": "error",
+            rows.append({"trial": trial_id or "?", "status": "error",
                          "error": str(result.error)})  # fmt: skip
             continue
         name = metric.removeprefix("val_")
         pick = max if mode == "max" else min
         best = pick(scored, key=lambda m: m["metrics"][name])
-        params = {key: result.config.get(key) for key in space_keys}
+        # the config of the trial's last report (PBT may change a trial's config afterwards)
+        used = (result.metrics or {}).get("config") or result.config
+        params = {key: used.get(key) for key in space_keys}
         planned = int(params.get("training.epochs") or epochs)
         rows.append(
             {
-                "trial": match.group(1),
+                "trial": trial_id,
                 **{key.removeprefix("training."): value for key, value in params.items()},
                 metric: float(best["metrics"][name]),
                 "best_epoch": int(best["epoch"]),
                 "epochs_run": len(history),
                 "stopped_early": len(history) < planned,
                 "steps": int(history[-1]["step"]),
+                "continued_from": " ".join(
+                    f"{entry['from_trial']}@{entry['epoch']}"
+                    for entry in _exploits(storage, trial_id)
+                ),
                 "checkpoint": best["path"],
                 "curve": [float(h[metric]) for h in history],
                 "status": "ok",
@@ -205,7 +319,6 @@ def tune(config: JobConfig, overwrite: bool = False, resume: bool = False) -> Tu
     Ray Train run from that run's latest checkpoint (trial runs keep their name and storage)."""
     import ray
     from ray import tune as ray_tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from raynlp.training.trainer import (
         encode_inputs,
@@ -229,16 +342,7 @@ def tune(config: JobConfig, overwrite: bool = False, resume: bool = False) -> Tu
         [config.training.epochs]
         + [int(v) for v in _space_values(config, "training.epochs") if v is not None]
     )
-    scheduler = (
-        ASHAScheduler(
-            time_attr="epoch",
-            max_t=max_epochs,
-            grace_period=config.tune.asha.grace_period,
-            reduction_factor=config.tune.asha.reduction_factor,
-        )
-        if config.tune.scheduler == "asha"
-        else FIFOScheduler()
-    )
+    scheduler = build_scheduler(config, max_epochs)
     print(
         f"[raynlp] tune: {config.tune.num_samples} sample(s) of {list(space)} by {metric} "
         f"({mode}), {config.tune.scheduler} scheduler, {parallel} trial(s) at a time × "
@@ -251,6 +355,7 @@ def tune(config: JobConfig, overwrite: bool = False, resume: bool = False) -> Tu
         "train_features": train_features,
         "validation_features": validation_features,
         "storage": str(run_dir / "trials"),
+        "report_checkpoints": config.tune.scheduler == "pbt",  # PBT exploits Tune checkpoints
     }
     trainable = ray_tune.with_resources(
         ray_tune.with_parameters(run_trial, base=config.model_dump(mode="json"), inputs=inputs),
@@ -269,9 +374,76 @@ def tune(config: JobConfig, overwrite: bool = False, resume: bool = False) -> Tu
     )
 
 
+def build_scheduler(config: JobConfig, max_epochs: int) -> Any:
+    """ASHA (stop weak trials at epoch rungs), FIFO (run all to the end) or PBT (weak trials
+    continue from a strong trial's checkpoint with perturbed values), all on the ``epoch``
+    every report carries."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    section = config.tune
+    if section.scheduler == "asha":
+        return ASHAScheduler(
+            time_attr="epoch",
+            max_t=max_epochs,
+            grace_period=section.asha.grace_period,
+            reduction_factor=section.asha.reduction_factor,
+        )
+    if section.scheduler == "fifo":
+        return FIFOScheduler()
+    mutations = {
+        key: _mutation(*next(iter(section.space[key].items()))) for key in section.pbt.mutate
+    }
+    return PopulationBasedTraining(
+        time_attr="epoch",
+        perturbation_interval=section.pbt.perturbation_interval,
+        hyperparam_mutations=mutations,
+        quantile_fraction=section.pbt.quantile_fraction,
+        resample_probability=section.pbt.resample_probability,
+    )
+
+
+def _mutation(kind: str, values: list[Any]) -> Any:
+    """How PBT's explore changes a value: a range is scaled ×0.8/×1.2 (or resampled); a list
+    of floats (e.g. a learning-rate grid) too, resampling from the list; any other list (batch
+    sizes, strategies) moves to a neighbouring entry (or resamples)."""
+    import random
+
+    from ray import tune as ray_tune
+
+    if kind in ("loguniform", "uniform", "randint"):
+        return getattr(ray_tune, kind)(*values)
+    if all(isinstance(v, float) for v in values):
+        return lambda: random.choice(values)
+    return list(values)
+
+
+def build_search_alg(config: JobConfig, parallel: int = 0) -> Any:
+    """Tune's own random/grid sampling, Optuna's TPE or HyperOpt (those two need
+    ``pip install raynlp[search]``), seeded by ``tune.seed`` (default ``training.seed``)."""
+    seed = config.tune.seed if config.tune.seed is not None else config.training.seed
+    try:
+        if config.tune.search_alg == "optuna":
+            from ray.tune.search.optuna import OptunaSearch
+
+            return OptunaSearch(seed=seed)
+        if config.tune.search_alg == "hyperopt":
+            from ray.tune.search.hyperopt import HyperOptSearch
+
+            return HyperOptSearch(random_state_seed=seed)
+    except (ImportError, AssertionError) as err:  # Ray asserts the package is importable
+        raise ImportError(
+            f"tune.search_alg {config.tune.search_alg!r} needs its package: "
+            f"pip install 'raynlp[search]' ({err})"
+        ) from err
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=seed, max_concurrent=parallel)
+
+
 def _new_tuner(trainable, config, space, metric, mode, scheduler, parallel, run_dir):
     from ray import tune as ray_tune
 
+    search_alg = build_search_alg(config, parallel)
     return ray_tune.Tuner(
         trainable,
         param_space=space,
@@ -280,10 +452,21 @@ def _new_tuner(trainable, config, space, metric, mode, scheduler, parallel, run_
             mode=mode,
             num_samples=config.tune.num_samples,
             scheduler=scheduler,
-            max_concurrent_trials=parallel,
+            search_alg=search_alg,
+            # Tune's own generator takes the limit itself (Tune ignores this one for it)
+            max_concurrent_trials=None
+            if config.tune.search_alg in ("random", "grid")
+            else parallel,
+            reuse_actors=False,  # a stopped trial's process (and its Train run) must go
         ),
         run_config=ray_tune.RunConfig(
-            name="tune", storage_path=str(run_dir), verbose=1, log_to_file=True
+            name="tune",
+            storage_path=str(run_dir),
+            verbose=1,
+            log_to_file=True,
+            # only PBT reports checkpoints to Tune; all are kept (a trial may exploit an older
+            # one after waiting for resources) until the search ends
+            checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=None),
         ),
     )
 
@@ -296,6 +479,7 @@ def _finish(
     rows = _trial_rows(
         results, metric, mode, list(space), run_dir / "trials", config.training.epochs
     )
+    _drop_tune_checkpoints(run_dir / "tune")
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
         errors = [str(r.error) for r in results if r.error][:3]
@@ -337,6 +521,24 @@ def _finish(
         flush=True,
     )
     return TuneResult(run_dir, model_dir, summary, rows)
+
+
+def _drop_tune_checkpoints(experiment: Path) -> None:
+    """Delete the copies of trial checkpoints that PBT needed during the search (each trial's
+    own Ray Train checkpoints, best N kept, stay in ``trials/``)."""
+    import shutil
+
+    copies = [path for path in experiment.glob("*/checkpoint_*") if path.is_dir()]
+    if not copies:
+        return
+    size = sum(f.stat().st_size for path in copies for f in path.rglob("*") if f.is_file())
+    for path in copies:
+        shutil.rmtree(path, ignore_errors=True)
+    print(
+        f"[raynlp] tune: removed {len(copies)} checkpoint copies PBT no longer needs "
+        f"({size / 2**20:.0f} MiB)",
+        flush=True,
+    )
 
 
 def _space_values(config: JobConfig, key: str) -> list[Any]:
