@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -101,6 +102,19 @@ def strategy_rows(result: dict) -> list[str]:
     return lines
 
 
+def tune_rows(result: dict[str, Any]) -> list[str]:
+    setup, fifo, asha = result["setup"], result["fifo"], result["asha"]
+    where = f"{result['machine']['cpus']} CPUs, {result['machine']['date'][:10]}"
+    return [
+        f"| tune: ASHA vs FIFO over the same {fifo['trials']}-config grid (SST-2, MiniLM, "
+        f"{setup['train_rows']} rows × {setup['epochs']} epochs, dev {setup['validation_rows']}) "
+        f"| steps {asha['total_steps']} vs {fifo['total_steps']} → compute_ratio "
+        f"**{fmt(result['compute_ratio'], 3)}**; best accuracy {fmt(asha['best_accuracy'], 4)} vs "
+        f"{fmt(fifo['best_accuracy'], 4)} → accuracy_gap **{result['accuracy_gap']:+.4f}**; wall "
+        f"{asha['wall_s']:.0f} s vs {fifo['wall_s']:.0f} s | ≤ 0.4 for ≤ 0.005 | {where} |"
+    ]
+
+
 def rows() -> list[str]:
     lines = ["| benchmark | result | goal | measured on |", "|---|---|---|---|"]
     throughput = load("train_throughput")
@@ -139,6 +153,9 @@ def rows() -> list[str]:
     strategies = load("strategies")
     if strategies:
         lines.extend(strategy_rows(strategies))
+    tune = load("tune")
+    if tune:
+        lines.extend(tune_rows(tune))
     gpu = load("gpu_check")
     if gpu:
         train = gpu["train"]
