@@ -110,6 +110,15 @@ def tiny_t5_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 TASK_JOBS: dict[str, dict[str, Any]] = {
     # task name → data + options of a tiny run on the shipped samples
+    "classification": {
+        "task": "classification",
+        "data": {
+            "train": "sample://sst2_train.tsv",
+            "validation": "sample://sst2_validation.tsv",
+            "text_column": "sentence",
+            "label_names": ["negative", "positive"],
+        },
+    },
     "ner": {
         "task": "ner",
         "data": {
@@ -182,7 +191,7 @@ def untrained_model_dir(task: str, base: Path, target: Path, **overrides: Any) -
     config = parse_job_config(tiny_task_job(target.parent, task, base, **overrides))
     task_impl = get_task(task)
     spec = InputSpec.from_config(config)
-    labels = NER_LABELS if task == "ner" else None
+    labels = {"ner": NER_LABELS, "classification": ["negative", "positive"]}.get(task)
     torch.manual_seed(0)
     model = task_impl.build_model(str(base), labels, spec)
     meta = {"task": task, "labels": labels, "base_model": str(base), **spec.__dict__}

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from raynlp.config import EXPORT_VARIANTS
+
 # Quiet, offline-safe defaults for every verb; set before Ray/transformers are imported.
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -113,32 +115,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from raynlp.export.pipeline import (
-        ParityError,
-        export_model,
-        export_settings,
-        format_export_report,
-    )
+    from raynlp.export.pipeline import ParityError, export_model, format_export_report
 
-    settings = export_settings(args.run)  # the run's `export:` section, or the defaults
     try:
-        report = export_model(
+        report = export_model(  # None = the run's saved `export:` section (or its defaults)
             args.run,
             args.output,
-            kernel_set=args.quantization or settings.quantization,
+            kernel_set=args.quantization,
             data=args.data,
-            min_agreement=settings.min_argmax_agreement
-            if args.min_agreement is None
-            else args.min_agreement,
-            max_metric_drop=settings.max_metric_drop
-            if args.max_metric_drop is None
-            else args.max_metric_drop,
+            max_rows=args.max_rows,
+            min_agreement=args.min_agreement,
+            max_metric_drop=args.max_metric_drop,
+            threads=args.threads,
+            variants=args.variants,
         )
     except ParityError as err:
-        print(f"raynlp export: {err}", file=sys.stderr)
+        print(f"raynlp {args.verb}: {err}", file=sys.stderr)
         return 3
     print(format_export_report(report))
+    print(f"[raynlp] report: {Path(report['model_dir']).parent / 'export' / 'export_report.md'}")
     print(f"[raynlp] next: raynlp serve {report['serve_dir']}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """The optimize report of a run as a table (measuring first when the run has none)."""
+    from raynlp.export.pipeline import export_model, locate_model_dir, markdown_report
+
+    report_file = locate_model_dir(args.run).parent / "export" / "export_report.json"
+    if args.measure or not report_file.is_file():
+        print(f"[raynlp] no measurements yet: running raynlp optimize {args.run}", flush=True)
+        report = export_model(args.run)
+    else:
+        report = json.loads(report_file.read_text())
+    print(markdown_report(report))
     return 0
 
 
@@ -221,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def verb(name: str, handler: Callable[[argparse.Namespace], int], text: str):
         sub = verbs.add_parser(name, help=text, description=text)
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, verb=name)
         return sub
 
     demo = verb(
@@ -282,31 +292,54 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="run folder (runs/NAME) or its model/ folder")
     evaluate.add_argument("data", help="data file (same columns as training) or sample://NAME")
 
-    export = verb(
-        "export",
-        cmd_export,
-        "Export a trained run to ONNX, quantize to INT8, and "
-        "check parity with PyTorch on the validation rows.",
+    for name, summary in (
+        (
+            "optimize",
+            "Build deployment variants of a trained run (ONNX fp32, O1-O3 graph fusions, dynamic "
+            "and static INT8, TorchScript), score each on the validation rows with the task's "
+            "metric, time it, and serve the fastest that holds the metric (export: section).",
+        ),
+        ("export", "Same as optimize (the name of earlier releases)."),
+    ):
+        export = verb(name, cmd_export, summary)
+        export.add_argument("run", help="run folder (runs/NAME) or its model/ folder")
+        export.add_argument("--output", help="export folder (default: <run>/export)")
+        export.add_argument(
+            "--variants",
+            nargs="+",
+            choices=list(EXPORT_VARIANTS),
+            help="variants to build (default: the run's export.variants)",
+        )
+        export.add_argument(
+            "--quantization",
+            choices=["auto", "avx512_vnni", "avx2", "arm64", "none"],
+            help="INT8 kernel set (default: the run's export.quantization, auto)",
+        )
+        export.add_argument(
+            "--data", help="rows for the parity check (default: the run's validation)"
+        )
+        export.add_argument("--max-rows", type=int, help="score at most this many rows")
+        export.add_argument("--threads", type=int, help="threads for scoring and timing")
+        export.add_argument(
+            "--min-agreement",
+            type=float,
+            help="serve a variant only if it answers like PyTorch on at least this share of "
+            "rows (default: the run's export.min_argmax_agreement, 0.99)",
+        )
+        export.add_argument(
+            "--max-metric-drop",
+            type=float,
+            help="... and its metric drops by at most this (default: export.max_metric_drop, "
+            "0.005)",
+        )
+    bench = verb(
+        "bench",
+        cmd_bench,
+        "Print a run's variant table (metric, drop, latency at seq 32/128, throughput, size, "
+        "memory, gate decision); measures first if the run has not been optimized.",
     )
-    export.add_argument("run", help="run folder (runs/NAME) or its model/ folder")
-    export.add_argument("--output", help="export folder (default: <run>/export)")
-    export.add_argument(
-        "--quantization",
-        choices=["auto", "avx512_vnni", "avx2", "arm64", "none"],
-        help="INT8 kernel set (default: the run's export.quantization, auto)",
-    )
-    export.add_argument("--data", help="rows for the parity check (default: the run's validation)")
-    export.add_argument(
-        "--min-agreement",
-        type=float,
-        help="serve a variant only if it answers like PyTorch on at least this share of rows "
-        "(default: the run's export.min_argmax_agreement, 0.99)",
-    )
-    export.add_argument(
-        "--max-metric-drop",
-        type=float,
-        help="... and its metric drops by at most this (default: export.max_metric_drop, 0.005)",
-    )
+    bench.add_argument("run", help="run folder (runs/NAME) or its model/ folder")
+    bench.add_argument("--measure", action="store_true", help="measure again (runs optimize)")
 
     serve = verb(
         "serve",

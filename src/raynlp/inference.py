@@ -42,9 +42,14 @@ def session_options(threads: int = 1) -> Any:
 
 
 def load_model(model_dir: str | Path, threads: int = 1) -> Any:
-    """The model of a folder: a consolidated PyTorch model, or an ONNX export (``*.onnx``)."""
+    """The model of a folder: a consolidated PyTorch model, an ONNX export (``*.onnx``) or a
+    traced TorchScript module (``model.torchscript.pt``)."""
+    from raynlp.export.torchscript import is_torchscript_dir, load_torchscript
+
     model_dir = Path(model_dir)
     task = get_task(read_model_meta(model_dir)["task"])
+    if is_torchscript_dir(model_dir):
+        return load_torchscript(model_dir, threads)
     if any(model_dir.glob("*.onnx")):
         return task.load_onnx(str(model_dir), session_options(threads), "CPUExecutionProvider")
     return task.load_trained(str(model_dir))

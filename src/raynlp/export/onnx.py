@@ -6,7 +6,9 @@ import platform
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
+from raynlp.config import STATIC_EXCLUDED_NODES
 from raynlp.training.checkpoints import read_model_meta
 
 KERNEL_SETS = ("avx512_vnni", "avx2", "arm64")
@@ -127,3 +129,105 @@ def quantize_dynamic_int8(
         quantizer.quantize(save_dir=str(target), quantization_config=config)
     copy_side_files(onnx_dir, target)
     return target
+
+
+class VariantSkipped(ValueError):
+    """A variant that does not apply to this model (the report records why)."""
+
+
+OPTIMIZATION_LEVELS = {"onnx_o1": "O1", "onnx_o2": "O2", "onnx_o3": "O3"}
+"""ORTOptimizer levels: O1 basic fusions; O2 + transformer-specific fusions (attention,
+LayerNorm, GELU); O3 + GELU approximation. (O4 is fp16, GPU only.)"""
+
+
+def optimize_graph(onnx_dir: Path, target: Path, level: str) -> Path:
+    """Optimum's ORTOptimizer at ``level`` (O1/O2/O3) over every graph of the export folder.
+
+    Raises VariantSkipped for architectures ORTOptimizer does not know (e.g. a BERT2BERT
+    encoder-decoder)."""
+    from optimum.onnxruntime import ORTOptimizer
+    from optimum.onnxruntime.configuration import AutoOptimizationConfig
+    from optimum.onnxruntime.utils import ORTConfigManager
+    from transformers import AutoConfig
+
+    from raynlp.export.files import onnx_file_names
+
+    model_type = AutoConfig.from_pretrained(str(onnx_dir)).model_type
+    if model_type not in ORTConfigManager._conf:
+        raise VariantSkipped(f"ORTOptimizer has no graph fusions for model type {model_type!r}")
+    if target.exists():
+        shutil.rmtree(target)
+    files = list(onnx_file_names(onnx_dir).values())
+    optimizer = ORTOptimizer.from_pretrained(str(onnx_dir), file_names=files)
+    config = getattr(AutoOptimizationConfig, level)()
+    optimizer.optimize(config, str(target), file_suffix=None)
+    copy_side_files(onnx_dir, target)
+    return target
+
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def quantize_static_int8(
+    onnx_dir: Path,
+    target: Path,
+    kernel_set: str,
+    calibration: dict[str, Any],
+    method: str = "minmax",
+    percentile: float = 99.999,
+    exclude: tuple[str, ...] = STATIC_EXCLUDED_NODES,
+) -> Path:
+    """Static INT8 (weights and activations int8, activation scales fixed beforehand) of a
+    single-graph export, calibrated on ``calibration`` (model-input columns of training rows).
+
+    Only weight MatMuls are quantized, minus the ``exclude`` node-name regexes. Seq2seq exports
+    raise VariantSkipped: their decoder inputs come from generation, not from rows."""
+    from datasets import Dataset
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoCalibrationConfig, AutoQuantizationConfig
+
+    from raynlp.export.files import onnx_file_names
+
+    files = onnx_file_names(onnx_dir)
+    if "model" not in files:
+        raise VariantSkipped(
+            "static INT8 calibrates single-graph (encoder) models; a seq2seq decoder's inputs "
+            "come from generation (use dynamic INT8)"
+        )
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; allowed: {CALIBRATION_METHODS}")
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    onnx_file = onnx_dir / files["model"]
+    nodes = weight_matmuls(onnx_file, exclude)
+    inputs = _graph_inputs(onnx_file)
+    dataset = Dataset.from_dict({k: v.tolist() for k, v in calibration.items() if k in inputs})
+    quantizer = ORTQuantizer.from_pretrained(str(onnx_dir), file_name=files["model"])
+    config = getattr(AutoQuantizationConfig, kernel_set)(
+        is_static=True, per_channel=True, nodes_to_quantize=nodes, operators_to_quantize=["MatMul"]
+    )
+    if method == "percentile":
+        calibration_config = AutoCalibrationConfig.percentiles(dataset, percentile=percentile)
+    else:
+        calibration_config = getattr(AutoCalibrationConfig, method)(dataset)
+    ranges = quantizer.fit(
+        dataset=dataset,
+        calibration_config=calibration_config,
+        onnx_augmented_model_name=str(target / "augmented_model.onnx"),
+        operators_to_quantize=config.operators_to_quantize,
+        batch_size=8,
+    )
+    (target / "augmented_model.onnx").unlink(missing_ok=True)
+    quantizer.quantize(
+        save_dir=str(target), quantization_config=config, calibration_tensors_range=ranges
+    )
+    copy_side_files(onnx_dir, target)
+    return target
+
+
+def _graph_inputs(onnx_file: Path) -> set[str]:
+    import onnx
+
+    graph = onnx.load(str(onnx_file), load_external_data=False).graph
+    return {item.name for item in graph.input}

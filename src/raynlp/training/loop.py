@@ -302,6 +302,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     )
 
     # --- train ---
+    distill = loop_config.get("distillation")
+    if distill:
+        from raynlp.optimize.distill import distillation_loss
+
+        log(f"[raynlp] distillation: soft targets at T={distill['temperature']}, "
+            f"alpha={distill['alpha']} on the task loss", flush=True)  # fmt: skip
     train_shard = ray.train.get_dataset_shard("train")
     history, curve = state["history"], state["curve"]
     reported_curve = len(curve)
@@ -319,7 +325,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             batch = {
                 k: v.to(ctx.device) for k, v in trim_padding(batch, task.token_columns).items()
             }
-            loss = task.loss(engine, batch)
+            loss = (
+                distillation_loss(config.task, engine, batch, **distill)
+                if distill
+                else task.loss(engine, batch)
+            )
             engine.backward(loss)
             boundary = engine.is_gradient_accumulation_boundary()
             engine.step()

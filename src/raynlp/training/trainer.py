@@ -115,6 +115,7 @@ def build_trainer(
     storage_path: Path | None = None,
     callbacks: list[Any] | None = None,
     warm_start: str | None = None,
+    distillation: dict[str, float] | None = None,
 ) -> Any:
     """The TorchTrainer: per-worker DeepSpeed loop, sharded train data, best-N checkpoints
     (ranked by the watched validation metric), restarts after failures, TensorBoard.
@@ -145,6 +146,7 @@ def build_trainer(
             "train_rows_per_worker": len(next(iter(train_features.values())))
             // config.scaling.num_workers,
             "warm_start": warm_start,
+            "distillation": distillation,
         },
         torch_config=TorchConfig(backend=distributed_backend(config)),
         scaling_config=ScalingConfig(
@@ -221,13 +223,22 @@ def load_run_config(run: str | Path) -> JobConfig:
     return config
 
 
-def train(config: JobConfig, overwrite: bool = False, resume: bool = False) -> TrainingResult:
+def train(
+    config: JobConfig,
+    overwrite: bool = False,
+    resume: bool = False,
+    distillation: dict[str, Any] | None = None,
+) -> TrainingResult:
     """Fine-tune per ``config`` on the current Ray cluster and write ``<output.dir>/<name>/``.
 
     The run folder holds ``model/`` (a Hugging Face ``save_pretrained`` folder + ``raynlp.json``),
     ``metrics.json``, ``learning_curve.png``, the resolved ``config.yaml``, the validation rows,
     ``tensorboard/`` and Ray's checkpoints. ``resume=True`` continues a stopped or crashed run
     from its latest checkpoint (weights, optimizer, LR schedule, step, early-stopping state).
+
+    ``distillation`` (``{"teacher": model folder, "temperature", "alpha"}``) trains this model
+    as a student: the teacher's outputs on the training rows join the data, and the loop adds
+    the soft-target loss (``raynlp.optimize.distill``).
     """
 
     run_dir = start_run_dir(config, overwrite, resume)
@@ -238,6 +249,13 @@ def train(config: JobConfig, overwrite: bool = False, resume: bool = False) -> T
         warnings.warn(warning, PitfallWarning, stacklevel=2)
         print(f"[raynlp] warning: {warning}", flush=True)
     model_path, tokenizer, train_features, validation_features = encode_inputs(config, prepared)
+    soft_targets = None
+    if distillation:
+        from raynlp.optimize.distill import teacher_targets
+
+        print(f"[raynlp] teacher outputs on {len(prepared.train_rows)} rows ...", flush=True)
+        train_features.update(teacher_targets(Path(distillation["teacher"]), train_features))
+        soft_targets = {k: distillation[k] for k in ("temperature", "alpha")}
     if not resume:
         (run_dir / "config.yaml").write_text(dump_job_config(config))
     write_jsonl(prepared.validation_rows, run_dir / "data" / "validation.jsonl")
@@ -252,7 +270,14 @@ def train(config: JobConfig, overwrite: bool = False, resume: bool = False) -> T
         flush=True,
     )
 
-    trainer = build_trainer(config, prepared, model_path, train_features, validation_features)
+    trainer = build_trainer(
+        config,
+        prepared,
+        model_path,
+        train_features,
+        validation_features,
+        distillation=soft_targets,
+    )
     result = trainer.fit()
     if result.error:
         raise result.error

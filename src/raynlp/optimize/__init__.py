@@ -1,0 +1,1 @@
+"""Model compression for deployment: pruning and distillation."""
