@@ -115,6 +115,26 @@ def tune_rows(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def optimize_rows(result: dict[str, Any]) -> list[str]:
+    setup, variants = result["setup"], result["variants"]
+    where = f"{result['machine']['cpus']} CPUs, {result['machine']['date'][:10]}"
+    detail = ", ".join(
+        f"{name} {row['accuracy']:.3f} / {row['p50_ms_seq128']:.1f} ms / {row['size_mb']:.0f} MB"
+        for name, row in variants.items()
+    )
+    return [
+        f"| optimize: INT8 vs PyTorch fp32 (SST-2 dev, MiniLM teacher, batch 1, seq 128, "
+        f"{setup['threads']} thread, {setup['kernel_set']}) | {result['int8_variant']}: "
+        f"int8_speedup **{fmt(result['int8_speedup'])}×**, int8_accuracy_drop "
+        f"**{result['int8_accuracy_drop']:+.4f}** | ≥ 4× at ≤ 0.003 | {where} |",
+        f"| optimize: distilled 3-layer student vs teacher (PyTorch fp32) | student_speedup "
+        f"**{fmt(result['student_speedup'])}×**, student_accuracy_ratio "
+        f"**{fmt(result['student_accuracy_ratio'], 3)}** | ≥ 1.8× at ≥ 0.97 | {where} |",
+        f"| optimize: every variant (accuracy / p50 seq 128 / size); served: {result['chosen']} "
+        f"| {detail} | — | {where} |",
+    ]
+
+
 def rows() -> list[str]:
     lines = ["| benchmark | result | goal | measured on |", "|---|---|---|---|"]
     throughput = load("train_throughput")
@@ -153,6 +173,9 @@ def rows() -> list[str]:
     strategies = load("strategies")
     if strategies:
         lines.extend(strategy_rows(strategies))
+    optimize = load("optimize")
+    if optimize:
+        lines.extend(optimize_rows(optimize))
     tune = load("tune")
     if tune:
         lines.extend(tune_rows(tune))

@@ -106,33 +106,3 @@ def test_serving_answers_are_softmax_of_logits():
     assert answers[0]["label"] == "pos"
     assert answers[0]["score"] == pytest.approx(0.75)
     assert answers[0]["scores"] == {"neg": pytest.approx(0.25), "pos": pytest.approx(0.75)}
-
-
-def test_export_gate_prefers_int8_only_when_it_holds_the_bound():
-    from raynlp.export.pipeline import choose_variant
-
-    def row(agreement: float, drop: float = 0.0) -> dict:
-        return {"agreement": agreement, "metric_drop": drop, "metric": "f1"}
-
-    good = {"onnx_fp32": row(1.0), "onnx_int8": row(0.995)}
-    assert choose_variant(good, 0.99)[0] == "onnx_int8"
-    lossy = {"onnx_fp32": row(1.0), "onnx_int8": row(0.97)}
-    chosen, reason = choose_variant(lossy, 0.99)
-    assert chosen == "onnx_fp32"
-    assert "onnx_int8 rejected: 97.00% agreement < 99%" in reason
-    # agreement holds but the metric drops more than the bound: the next variant is served
-    dropping = {
-        "onnx_fp32": row(1.0),
-        "onnx_int8": row(0.995, 0.02),
-        "onnx_int8_attention": row(1.0),
-    }
-    chosen, reason = choose_variant(dropping, 0.99, max_metric_drop=0.005)
-    assert chosen == "onnx_int8_attention"
-    assert "onnx_int8 rejected: f1 drop 0.0200 > 0.0050" in reason
-    assert choose_variant({"onnx_fp32": row(0.5)}, 0.99)[0] is None
-    # regression / generation: agreement is reported but only the metric gates
-    scores = {"onnx_fp32": row(1.0), "onnx_int8": row(0.6, 0.003)}
-    chosen, reason = choose_variant(scores, 0.99, 0.005, gate_on_agreement=False)
-    assert chosen == "onnx_int8" and "not gated for this task" in reason
-    broken = {"onnx_fp32": {"agreement": 0.5}, "onnx_int8": {"agreement": 0.5}}
-    assert choose_variant(broken, 0.99)[0] is None

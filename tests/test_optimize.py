@@ -106,6 +106,14 @@ def test_gate_serves_the_fastest_variant_that_holds_the_bounds():
         name: {**r, "metric_drop": 0.1} for name, r in variants.items() if name != "pytorch_fp32"
     }
     assert choose_variant({"pytorch_fp32": row(40.0), **lossy}, 0.99, 0.005)[0] == "pytorch_fp32"
+    # a variant that differs from PyTorch on too many rows is passed over even at no drop
+    differs = {"pytorch_fp32": row(40.0), "onnx_int8": row(10.0, 0.97), "onnx_fp32": row(30.0)}
+    chosen, reason = choose_variant(differs, 0.99, 0.005)
+    assert chosen == "onnx_fp32" and "onnx_int8 rejected: 97.00% agreement < 99%" in reason
+    # regression / generation: agreement is reported but only the metric gates
+    scores = {"pytorch_fp32": row(40.0), "onnx_int8": row(10.0, 0.6, 0.003)}
+    chosen, reason = choose_variant(scores, 0.99, 0.005, gate_on_agreement=False)
+    assert chosen == "onnx_int8" and "not exact for this task" in reason
     # another model (a student) is held to the metric only
     student = {**row(5.0, 0.80, 0.004), "compressed": True}
     chosen, reason = choose_variant({**variants, "student": student}, 0.99, 0.005)

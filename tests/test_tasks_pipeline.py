@@ -73,7 +73,8 @@ def test_task_trains_exports_and_answers(
     assert {"pytorch_fp32", "onnx_fp32", "onnx_int8"} <= set(variants)
     assert variants["onnx_fp32"]["agreement"] >= 0.95, variants
     assert abs(variants["onnx_fp32"]["metric_drop"]) <= 0.01, variants
-    assert report["chosen"] == "onnx_int8"  # bounds opened: the fastest variant is served
+    fastest = min(variants, key=lambda name: variants[name]["p50_ms"])
+    assert report["chosen"] == fastest  # bounds opened: the fastest variant is served
 
     # The exported model answers raw requests (the serving path, without HTTP).
     runner = ModelRunner(report["serve_dir"])
