@@ -11,7 +11,7 @@ from conftest import tiny_task_job, untrained_model_dir
 
 from raynlp.config import EXPORT_VARIANTS, ExportSection, dump_job_config, parse_job_config
 from raynlp.data.readers import read_rows, write_jsonl
-from raynlp.export.pipeline import choose_variant, export_model
+from raynlp.export.pipeline import FOLDERS, choose_variant, export_model
 
 VALIDATION = {
     "classification": "sample://sst2_validation.tsv",
@@ -50,7 +50,7 @@ AGREEMENT = {
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("task", ["classification", "ner", "qa", "summarization"])
 def test_every_variant_builds_scores_and_times(
-    task: str, tmp_path: Path, tiny_base_model: Path, tiny_t5_model: Path
+    task: str, tmp_path: Path, tiny_base_model: Path, tiny_t5_model: Path, capsys
 ):
     base = tiny_t5_model if task == "summarization" else tiny_base_model
     run_dir = untrained_run(task, base, tmp_path)
@@ -82,6 +82,15 @@ def test_every_variant_builds_scores_and_times(
     assert (run_dir / "export" / "serving").resolve() == Path(report["serve_dir"]).resolve()
     table = (run_dir / "export" / "export_report.md").read_text()
     assert "**served**" in table and all(name in table for name in variants)
+    if task == "classification":  # serving loads any variant kind; `raynlp bench` prints it
+        from raynlp.cli import main
+        from raynlp.serving.predictor import OnnxPredictor
+
+        for name in ("torchscript", "onnx_o2", "onnx_int8_static"):
+            answer = OnnxPredictor(run_dir / "export" / FOLDERS[name]).predict(["a fine film"])
+            assert answer[0]["label"] in ("negative", "positive"), name
+        assert main(["bench", str(run_dir)]) == 0
+        assert "**served**" in capsys.readouterr().out
 
 
 def _exact(task: str) -> bool:
