@@ -12,7 +12,19 @@ import yaml
 from raynlp.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
-VERBS = ["demo", "validate", "train", "tune", "evaluate", "export", "serve", "predict", "tasks"]
+VERBS = [
+    "demo",
+    "validate",
+    "train",
+    "tune",
+    "evaluate",
+    "optimize",
+    "export",
+    "bench",
+    "serve",
+    "predict",
+    "tasks",
+]
 
 
 def test_every_verb_has_help():

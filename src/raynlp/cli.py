@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 def cmd_validate(args: argparse.Namespace) -> int:
     from raynlp.config import load_job_config
     from raynlp.data.readers import read_rows
+    from raynlp.tasks import get_task
     from raynlp.training.deepspeed import distributed_backend, resolve_precision
     from raynlp.training.strategies import pitfall_warnings
 
@@ -49,6 +50,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"  tune (raynlp tune): {config.tune.num_samples} sample(s) of "
             f"{', '.join(config.tune.space)} ({config.tune.search_alg}, {config.tune.scheduler})"
         )
+    export = config.export
+    extra = [f"{export.distill.layers}-layer student"] if export.distill.enabled else []
+    extra += ["pruned model"] if export.prune.enabled else []
+    print(
+        f"  optimize (raynlp optimize): {', '.join(export.variants + extra)}; served: the "
+        f"fastest whose {get_task(config.task).best_metric} drops ≤ {export.max_metric_drop:g}"
+    )
     train_rows = len(read_rows(config.data.train, config.data.format))
     for warning in pitfall_warnings(config, train_rows):
         print(f"  warning: {warning}")
