@@ -138,7 +138,7 @@ def test_distilled_student_and_pruned_model(minilm_run, tmp_path: Path):
     from raynlp.training.checkpoints import read_model_meta, write_model_dir
 
     settings = ExportSection(
-        distill={"enabled": True, "layers": 3, "epochs": 2},
+        distill={"enabled": True, "layers": 3, "epochs": 1},
         prune={"enabled": True, "heads_fraction": 0.3, "ffn_fraction": 0.3,
                "recovery_epochs": 1},
         latency_samples=10,

@@ -258,6 +258,7 @@ def test_pbt_trials_continue_from_better_trials(tmp_path: Path, tiny_base_model:
     assert not list((result.run_dir / "tune").glob("*/checkpoint_*"))  # PBT's copies removed
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_interrupted_search_resumes(tmp_path: Path, tiny_base_model: Path):
     """`raynlp tune` is killed with its Ray after a trial's first checkpoint; `raynlp tune
