@@ -91,7 +91,7 @@ def teacher_job(data_dir: Path, output: str, args: argparse.Namespace) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="folder with sst2/train.tsv, dev.tsv")
-    parser.add_argument("--train-rows", type=int, default=4000)
+    parser.add_argument("--train-rows", type=int, default=3000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--student-epochs", type=int, default=3)
     parser.add_argument("--max-drop", type=float, default=0.003, help="the gate's bound")
