@@ -8,7 +8,8 @@
    INT8 (full; feed-forward kept fp32), static INT8 (calibrated on training rows), TorchScript,
    a distilled 3-layer student (Ray Train + DeepSpeed on the teacher's soft targets) and a
    pruned model (30% of heads and FFN neurons removed, one recovery epoch); each scored on the
-   full SST-2 dev set and timed at batch 1 (seq 32 and 128, one thread), batch 32 throughput.
+   first --max-rows rows of SST-2 dev (default 500, the gate's default) and timed at batch 1
+   (seq 32 and 128, one thread), batch 32 throughput.
 
 Writes bench/results/optimize.json with every variant's accuracy, Δ, p50 at seq 128 and size,
 and: int8_speedup (the fastest INT8 variant that holds the accuracy bound, else the fastest
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--student-epochs", type=int, default=3)
     parser.add_argument("--max-drop", type=float, default=0.003, help="the gate's bound")
     parser.add_argument("--latency-samples", type=int, default=50)
+    parser.add_argument("--max-rows", type=int, default=500, help="dev rows scored (872 = all)")
     parser.add_argument("--keep", help="keep the runs in this folder (default: a temp folder)")
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
@@ -114,7 +116,7 @@ def main() -> None:
     config = parse_job_config(teacher_job(data_dir, output, args))
     with ray_session(num_cpus=2):
         teacher = train(config, overwrite=True)
-        report = export_model(teacher.run_dir)  # the run's export: section (above)
+        report = export_model(teacher.run_dir, max_rows=args.max_rows)  # export: section above
     print(format_export_report(report))
 
     variants = report["parity"]["variants"]
@@ -148,7 +150,7 @@ def main() -> None:
         "compression": report["compression"],
         "wall_s": round(time.perf_counter() - started, 1),
         "setup": {
-            "data": "GLUE SST-2: first N rows of train after a seeded shuffle; all of dev",
+            "data": "GLUE SST-2: first N rows of train after a seeded shuffle; first M of dev",
             "train_rows": args.train_rows,
             "validation_rows": report["parity"]["rows"],
             "teacher_epochs": args.epochs,
