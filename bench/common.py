@@ -33,3 +33,16 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path.write_text(json.dumps({**result, "machine": machine()}, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def sst2_data(data_dir: Path, train_rows: int | None, validation_rows: int | None) -> dict:
+    """The ``data:`` section of a job on the shared GLUE SST-2 files (train.tsv, dev.tsv)."""
+    return {
+        "train": str(data_dir / "sst2" / "train.tsv"),
+        "validation": str(data_dir / "sst2" / "dev.tsv"),
+        "text_column": "sentence",
+        "label_column": "label",
+        "label_names": ["negative", "positive"],
+        "max_train_rows": train_rows,
+        "max_validation_rows": validation_rows,
+    }

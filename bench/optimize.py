@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result
+from common import sst2_data, write_result
+
+from raynlp.config import DEFAULT_EXPORT_VARIANTS
 
 INT8 = ("onnx_int8", "onnx_int8_attention", "onnx_int8_static")
 
@@ -39,14 +41,7 @@ def teacher_job(data_dir: Path, output: str, args: argparse.Namespace) -> dict[s
         "name": "teacher",
         "task": "classification",
         "model": {"name_or_path": "minilm", "max_length": 128},
-        "data": {
-            "train": str(data_dir / "sst2" / "train.tsv"),
-            "validation": str(data_dir / "sst2" / "dev.tsv"),
-            "text_column": "sentence",
-            "label_column": "label",
-            "label_names": ["negative", "positive"],
-            "max_train_rows": args.train_rows,
-        },
+        "data": sst2_data(data_dir, args.train_rows, None),
         "training": {
             "batch_size": 32,
             "epochs": args.epochs,
@@ -59,14 +54,7 @@ def teacher_job(data_dir: Path, output: str, args: argparse.Namespace) -> dict[s
         "deepspeed": {"zero_stage": 2},
         "output": {"dir": output, "tensorboard": False},
         "export": {
-            "variants": [
-                "onnx_fp32",
-                "onnx_o2",
-                "onnx_int8",
-                "onnx_int8_attention",
-                "onnx_int8_static",
-                "torchscript",
-            ],
+            "variants": list(DEFAULT_EXPORT_VARIANTS),
             "max_metric_drop": args.max_drop,
             "threads": 1,
             "latency_samples": args.latency_samples,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result
+from common import sst2_data, write_result
 
 STRATEGIES: dict[str, dict[str, Any]] = {
     "full": {"strategy": "full", "learning_rate": 5e-5},
@@ -46,15 +46,7 @@ def job(name: str, data_dir: Path, output: str, args: argparse.Namespace) -> dic
         "name": name,
         "task": "classification",
         "model": {"name_or_path": "minilm", "max_length": 64},
-        "data": {
-            "train": str(data_dir / "sst2" / "train.tsv"),
-            "validation": str(data_dir / "sst2" / "dev.tsv"),
-            "text_column": "sentence",
-            "label_column": "label",
-            "label_names": ["negative", "positive"],
-            "max_train_rows": args.train_rows,
-            "max_validation_rows": args.validation_rows,
-        },
+        "data": sst2_data(data_dir, args.train_rows, args.validation_rows),
         "training": {
             "batch_size": 32,
             "epochs": args.epochs,

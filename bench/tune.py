@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result
+from common import sst2_data, write_result
 
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4]
 BATCH_SIZES = [16, 32]
@@ -37,15 +37,7 @@ def job(scheduler: str, data_dir: Path, output: str, args: argparse.Namespace) -
         "name": f"bench_{scheduler}",
         "task": "classification",
         "model": {"name_or_path": "minilm", "max_length": 64},
-        "data": {
-            "train": str(data_dir / "sst2" / "train.tsv"),
-            "validation": str(data_dir / "sst2" / "dev.tsv"),
-            "text_column": "sentence",
-            "label_column": "label",
-            "label_names": ["negative", "positive"],
-            "max_train_rows": args.train_rows,
-            "max_validation_rows": args.validation_rows,
-        },
+        "data": sst2_data(data_dir, args.train_rows, args.validation_rows),
         "training": {
             "epochs": args.epochs,
             "warmup_ratio": 0.06,
