@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_job, untrained_model_dir
+from conftest import untrained_model_dir
 
 from raynlp.data.readers import read_rows
 from raynlp.export.torchscript import (
@@ -23,7 +23,6 @@ from raynlp.export.torchscript import (
 )
 from raynlp.inference import ModelRunner, infer
 from raynlp.tasks import get_task
-from raynlp.tasks.base import InputSpec
 from raynlp.tasks.crf import CRFTokenClassifier
 from raynlp.training.checkpoints import read_model_meta
 
@@ -39,43 +38,9 @@ ROWS = {"qa": 3}
 """Rows per case (default 6): a SQuAD row is several 128-token windows."""
 
 
-def classification_model_dir(base: Path, target: Path) -> Path:
-    """The sentiment counterpart of ``untrained_model_dir`` (conftest's TASK_JOBS has none)."""
-    from transformers import AutoTokenizer
-
-    from raynlp.config import parse_job_config
-    from raynlp.training.checkpoints import write_model_dir
-
-    config = parse_job_config(tiny_job(target.parent, base))
-    task = get_task("classification")
-    spec = InputSpec.from_config(config)
-    labels = task.label_names(config, [])
-    torch.manual_seed(0)
-    model = task.build_model(str(base), labels, spec)
-    meta = {"task": "classification", "labels": labels, "base_model": str(base), **spec.__dict__}
-    return write_model_dir(
-        model, model.state_dict(), AutoTokenizer.from_pretrained(str(base)), target, meta
-    )
-
-
 def build_model_dir(case: str, base: Path, target: Path) -> Path:
     task, _, overrides = CASES[case]
-    if task == "classification":
-        return classification_model_dir(base, target)
     return untrained_model_dir(task, base, target, **overrides)
-
-
-def load_model_with_torchscript(model_dir: str | Path, threads: int = 1) -> Any:
-    """``raynlp.inference.load_model`` with the recommended TorchScript branch."""
-    from raynlp.inference import session_options
-
-    model_dir = Path(model_dir)
-    task = get_task(read_model_meta(model_dir)["task"])
-    if is_torchscript_dir(model_dir):
-        return load_torchscript(model_dir, threads)
-    if any(model_dir.glob("*.onnx")):
-        return task.load_onnx(str(model_dir), session_options(threads), "CPUExecutionProvider")
-    return task.load_trained(str(model_dir))
 
 
 def assert_outputs_match(eager: dict[str, np.ndarray], traced: dict[str, np.ndarray]) -> None:
@@ -121,9 +86,7 @@ def random_inputs(batch: int, length: int, vocab: int, pairs: bool) -> dict[str,
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("case", list(CASES))
-def test_torchscript_answers_like_pytorch(
-    case: str, tmp_path: Path, tiny_base_model: Path, monkeypatch: pytest.MonkeyPatch
-):
+def test_torchscript_answers_like_pytorch(case: str, tmp_path: Path, tiny_base_model: Path):
     """Raw outputs within 1e-4 and the same predictions, through the task's own
     encode → infer → predictions, batch by batch with per-batch padding trims."""
     task_name, sample, _ = CASES[case]
@@ -151,8 +114,7 @@ def test_torchscript_answers_like_pytorch(
         assert_same_answers(answers, expected)
         assert task.agreement(answers, expected) == 1.0
 
-    # The same through ModelRunner with the recommended load_model branch.
-    monkeypatch.setattr("raynlp.inference.load_model", load_model_with_torchscript)
+    # The same through ModelRunner (load_model recognises the TorchScript folder).
     assert_same_answers(
         ModelRunner(ts_dir, threads=0).predict_rows(rows), runner.predict_rows(rows)
     )
@@ -214,7 +176,7 @@ def test_summarization_is_not_applicable(tmp_path: Path, tiny_base_model: Path):
 
 def test_threads_and_missing_file(tmp_path: Path, tiny_base_model: Path):
     """``threads`` > 0 sets torch's (process-wide) thread count, 0 leaves it alone."""
-    model_dir = classification_model_dir(tiny_base_model, tmp_path / "model")
+    model_dir = untrained_model_dir("classification", tiny_base_model, tmp_path / "model")
     with pytest.raises(FileNotFoundError, match=TORCHSCRIPT_FILE):
         load_torchscript(model_dir)
     ts_dir = export_torchscript(model_dir, tmp_path / "torchscript")

@@ -114,7 +114,7 @@ def build_variants(
 ) -> tuple[dict[str, Path], dict[str, str]]:
     """Build every variant of ``settings.variants`` that applies; ``{name: reason}`` for the
     others (e.g. graph fusions for an unknown architecture, static INT8 of a seq2seq model)."""
-    from raynlp.export.torchscript import VariantNotApplicable, export_torchscript
+    from raynlp.export.torchscript import export_torchscript
 
     built: dict[str, Path] = {}
     skipped: dict[str, str] = {}
@@ -151,7 +151,7 @@ def build_variants(
                 )
             elif name == "torchscript":
                 built[name] = export_torchscript(model_dir, folder)
-        except (VariantSkipped, VariantNotApplicable) as err:
+        except VariantSkipped as err:
             skipped[name] = str(err)
             print(f"[raynlp] {name} skipped: {err}", flush=True)
             continue

@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+from raynlp.export.onnx import VariantSkipped
 from raynlp.tasks.base import ENCODER_INPUTS
 from raynlp.tasks.crf import CRF_FILE, CRFTokenClassifier, OnnxCRFTagger
 from raynlp.training.checkpoints import read_model_meta
@@ -68,8 +69,8 @@ CHECK_SHAPES = ((1, 7), (3, 40))
 CHECK_ATOL = 1e-4
 
 
-class VariantNotApplicable(ValueError):
-    """This variant cannot be built for this model; the message says why."""
+VariantNotApplicable = VariantSkipped
+"""This variant cannot be built for this model (the same exception as the ONNX variants')."""
 
 
 class _TupleOutputs(torch.nn.Module):
