@@ -1,7 +1,8 @@
 """A short real fine-tune of the packaged MiniLM on the shipped SST-2 sample, then its export.
 
 One training run (module fixture) feeds three checks: held-out accuracy above a stated bar,
-`raynlp evaluate` on the same rows, and INT8 ONNX agreeing with PyTorch on ≥ 99% of rows.
+`raynlp evaluate` on the same rows, and an export whose INT8 variants hold the ≥ 99% agreement
+gate.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from raynlp.cli import main as raynlp
 from raynlp.config import parse_job_config
 from raynlp.evaluation import evaluate_model
+from raynlp.export.pipeline import FOLDERS
 
 ACCURACY_BAR = 0.75
 """MiniLM after ~75 steps on 1,200 rows reaches ~0.8 on these held-out rows; chance is 0.5.
@@ -82,9 +84,13 @@ def test_int8_export_agrees_with_pytorch(minilm_run):
     assert report["parity"]["rows"] == 400
     assert variants["onnx_fp32"]["agreement"] == 1.0
     assert variants["onnx_o2"]["agreement"] >= 0.99 and variants["torchscript"]["agreement"] >= 0.99
-    # The gate serves the fastest variant that agrees with PyTorch on >= 99% of rows: an INT8 one.
+    # At least one INT8 variant holds the bound (which one depends on the CPU's int8 kernels).
+    int8 = ("onnx_int8", "onnx_int8_attention", "onnx_int8_static")
+    assert max(variants[name]["agreement"] for name in int8) >= 0.99, variants
+    # The gate serves the fastest variant that holds the bounds; every faster one is named as
+    # rejected (which variant wins is a timing race on a shared 2-core machine, so not asserted).
     chosen = report["chosen"]
-    assert chosen in ("onnx_int8", "onnx_int8_attention", "onnx_int8_static"), report["reason"]
+    assert chosen != "pytorch_fp32", report["reason"]
     faster = [n for n, r in variants.items() if r["p50_ms"] < variants[chosen]["p50_ms"]]
     assert all(f"{name} rejected" in report["reason"] for name in faster)
     assert variants[chosen]["agreement"] >= 0.99
@@ -93,7 +99,7 @@ def test_int8_export_agrees_with_pytorch(minilm_run):
     assert variants[chosen]["p50_ms"] < variants["pytorch_fp32"]["p50_ms"]
     assert report["sizes_mb"]["onnx_int8"] < report["sizes_mb"]["onnx_fp32"] / 3
     serve_dir = Path(report["serve_dir"])
-    assert serve_dir.name in ("int8", "int8_attention", "int8_static")
+    assert serve_dir.name == FOLDERS[chosen], (serve_dir, chosen)
     assert (minilm_run.run_dir / "export" / "serving").resolve() == serve_dir.resolve()
     assert (serve_dir / "raynlp.json").is_file() and (serve_dir / "tokenizer.json").is_file()
 
