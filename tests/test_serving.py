@@ -1,14 +1,16 @@
-"""The Ray Serve layer: request schema rules in-process, the Serve config file, and a real Serve
-app over loopback HTTP serving a tiny INT8 BERT classifier built by a fixture.
+"""The serving platform: request schemas and app arguments in-process, the Serve config files,
+and one real Serve app over loopback HTTP (gateway + a model deployment + a multiplexed model
+store, bearer token on, direct ingress) built from tiny INT8 BERT classifiers.
 
-One private Ray cluster and one Serve instance are started for the whole module (~1 min on a
-2-core machine) and shut down by the fixture.
+One private Ray cluster and one Serve instance are started for the module and shut down by the
+fixture. The load, failure and autoscaling checks live in test_serve_load.py.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,21 +24,17 @@ import yaml
 from pydantic import ValidationError
 
 from raynlp.config import ServeSection
-from raynlp.serving.app import build_app, deployment_options, parse_app_args, predict_isolated
-from raynlp.serving.schemas import AppArgs, PredictRequest, request_model, validation_message
+from raynlp.serving.app import build_app, parse_app_config, predict_isolated
+from raynlp.serving.schemas import PredictRequest, request_model, validation_message
+from raynlp.serving.settings import AppConfig, ModelEntry
+from raynlp.serving.store import ModelStore, UnknownModel, check_servable
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["negative", "positive"]
 RAY_TIMEOUT_S = 300
-# Limits used by the live app: small, so the limit tests send small bodies.
-TEST_SECTION = ServeSection(
-    max_batch_size=16,
-    batch_wait_timeout_s=0.05,  # long enough that 16 concurrent requests share batches
-    min_replicas=1,
-    max_replicas=1,
-    max_text_chars=400,
-    max_items=8,
-)
+TOKEN = "test-token-0123456789"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+MAX_CHARS, MAX_ITEMS, MAX_BODY = 400, 8, 4096
 
 
 # ---------------------------------------------------------------------------- tiny model fixture
@@ -92,31 +90,66 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def serve_url(tiny_int8_model: Path) -> Iterator[str]:
-    """Base URL of the app on a private Ray cluster; Serve and Ray are shut down afterwards."""
+def store_dir(tmp_path_factory: pytest.TempPathFactory, tiny_int8_model: Path) -> Path:
+    """A model store holding two copies of the tiny model and some things that are not models."""
+    store = tmp_path_factory.mktemp("store")
+    shutil.copytree(tiny_int8_model, store / "alpha")
+    shutil.copytree(tiny_int8_model, store / "beta-2")
+    (store / "notes").mkdir()  # no raynlp.json: not a model
+    (store / "secret.txt").write_text("not a model")
+    return store
+
+
+@pytest.fixture(scope="module")
+def serve_url(tiny_int8_model: Path, store_dir: Path) -> Iterator[str]:
+    """Base URL of the app on a private Ray cluster (direct ingress, token required)."""
+    import os
+
     import ray
     from ray import serve
 
-    from raynlp.serving.app import run_app
+    from raynlp.serving.app import run_app, serving_env
 
-    section = TEST_SECTION.model_copy(update={"port": _free_port()})
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = _free_port()
+    config = AppConfig(
+        models=[
+            ModelEntry(
+                name="sentiment",
+                path=str(tiny_int8_model),
+                batch_wait_timeout_s=0.05,  # long enough that concurrent requests share batches
+                min_replicas=1,
+                max_replicas=1,
+                replica_cpus=0.5,
+            )
+        ],
+        store={"path": str(store_dir), "max_models_per_replica": 1, "replica_cpus": 0.5,
+               "min_replicas": 1, "max_replicas": 1},
+        max_text_chars=MAX_CHARS,
+        max_items=MAX_ITEMS,
+        max_body_bytes=MAX_BODY,
+        auth_token_env="RAYNLP_TEST_SERVE_TOKEN",
+    )  # fmt: skip
+    os.environ["RAYNLP_TEST_SERVE_TOKEN"] = TOKEN
     try:
-        run_app(tiny_int8_model, section)
-        yield f"http://{section.host}:{section.port}"
+        with serving_env("direct", port):
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        run_app(config, port=port, ingress="direct")
+        yield f"http://127.0.0.1:{port}"
     finally:
+        os.environ.pop("RAYNLP_TEST_SERVE_TOKEN", None)
         serve.shutdown()
         ray.shutdown()
 
 
-def _post(url: str, body: Any) -> requests.Response:
-    return requests.post(f"{url}/predict", json=body, timeout=30)
+def _post(url: str, body: Any, model: str = "sentiment", **kwargs: Any) -> requests.Response:
+    headers = {**AUTH, **kwargs.pop("headers", {})}
+    return requests.post(
+        f"{url}/v1/models/{model}/predict", json=body, headers=headers, timeout=30, **kwargs
+    )
 
 
-def _info(url: str) -> dict[str, Any]:
-    response = requests.get(f"{url}/info", timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()
+def _get(url: str, path: str, **kwargs: Any) -> requests.Response:
+    return requests.get(f"{url}{path}", headers=kwargs.pop("headers", AUTH), timeout=30, **kwargs)
 
 
 def _assert_prediction(answer: dict[str, Any]) -> None:
@@ -131,6 +164,17 @@ def _assert_same(served: dict[str, Any], local: dict[str, Any]) -> None:
     assert served["label"] == local["label"]
     assert served["score"] == pytest.approx(local["score"], abs=1e-4)
     assert served["truncated"] == local["truncated"]
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """Value of one Prometheus sample (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and "} " in line:
+            got = line[len(name) + 1 : line.index("}")]
+            if ",".join(sorted(got.split(","))) == wanted:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 # ------------------------------------------------------------------ schema rules (no Ray, no model)
@@ -185,38 +229,80 @@ def test_request_limits_are_per_model() -> None:
     assert LIMITED.model_json_schema()["title"] == "PredictRequest"
 
 
-def test_app_args_from_section_round_trip() -> None:
-    section = ServeSection(port=9001, max_items=5, min_replicas=2, max_replicas=3)
-    args = AppArgs.from_section("some/dir", section)
-    assert args.max_items == 5
-    assert AppArgs.model_validate(args.builder_args()) == args
-    options = deployment_options(args)
+# ------------------------------------------------------------------------- app arguments, store
+
+
+def test_app_config_from_section_round_trip() -> None:
+    section = ServeSection(max_items=5, min_replicas=2, max_replicas=3, downscale_delay_s=9)
+    config = AppConfig.from_section(section, {"a": "runs/a", "b": "runs/b"}, store="models")
+    assert config.max_items == 5 and [m.name for m in config.models] == ["a", "b"]
+    assert config.store is not None and config.store.path == "models"
+    assert AppConfig.model_validate(config.model_dump()) == config
+    options = config.models[0].deployment_options()
     assert options["autoscaling_config"] == {
         "min_replicas": 2,
+        "initial_replicas": 2,
         "max_replicas": 3,
         "target_ongoing_requests": 8.0,
+        "upscale_delay_s": 3.0,
+        "downscale_delay_s": 9.0,
     }
-    assert options["max_ongoing_requests"] >= args.max_batch_size
+    assert options["max_ongoing_requests"] >= config.models[0].max_batch_size
 
 
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        ({}, "model_dir: Field required"),
-        ({"model_dir": "m", "port": 1}, "set it in http_options.port"),
-        ({"model_dir": "m", "batch_size": 4}, "batch_size: Extra inputs"),
-        ({"model_dir": "m", "min_replicas": 3, "max_replicas": 2}, "min_replicas (3)"),
+        ({}, "nothing to serve"),
+        ({"model_dir": "m"}, "'model_dir' was replaced by 'models"),
+        ({"models": [{"name": "a", "path": "m"}], "port": 1}, "set it in http_options.port"),
+        ({"models": [{"name": "a", "path": "m", "batch_size": 4}]}, "batch_size: Extra inputs"),
+        ({"models": [{"name": "../x", "path": "m"}]}, "is not a model name"),
+        ({"models": [{"name": "a", "path": "m"}, {"name": "a", "path": "n"}]}, "repeated: a"),
+        ({"models": [{"name": "a", "path": "m", "min_replicas": 3, "max_replicas": 2}]},
+         "min_replicas (3)"),
+        ({"store": {"path": "s"}, "on_too_long": "explode"}, "on_too_long: Input should be"),
     ],
-)
+)  # fmt: skip
 def test_bad_builder_args_are_named(args: dict[str, Any], words: str) -> None:
     with pytest.raises(ValueError, match="invalid raynlp serve arguments") as caught:
-        parse_app_args(args)
+        parse_app_config(args)
     assert words in str(caught.value)
 
 
 def test_build_app_needs_a_model_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"raynlp\.json"):
-        build_app({"model_dir": str(tmp_path)})
+        build_app({"models": [{"name": "a", "path": str(tmp_path)}]})
+    with pytest.raises(FileNotFoundError, match="model store"):
+        build_app({"store": {"path": str(tmp_path / "missing")}})
+
+
+@pytest.mark.parametrize(
+    "model_id",
+    ["..", "../alpha", "alpha/../beta-2", ".hidden", "a/b", "%2e%2e", "", "x" * 65, "notes",
+     "secret.txt", "alpha\x00", "ALPHA", " alpha", "alpha/"],
+)  # fmt: skip
+def test_store_ids_never_leave_the_store(store_dir: Path, model_id: str) -> None:
+    store = ModelStore(store_dir)
+    assert store.ids() == ["alpha", "beta-2"]
+    with pytest.raises(UnknownModel) as caught:
+        store.resolve(model_id)
+    assert "alpha, beta-2" in str(caught.value)
+    assert store.resolve("alpha") == store_dir.resolve() / "alpha"
+
+
+def test_serving_refuses_pickled_weights(tmp_path: Path) -> None:
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ValueError, match="pickled weights"):
+        check_servable(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    check_servable(tmp_path)  # safetensors present: fine
+
+
+def test_no_pickle_loading_in_the_serving_code() -> None:
+    sources = [p.read_text() for p in (REPO / "src" / "raynlp" / "serving").glob("*.py")]
+    for banned in ("pickle.load", "torch.load(", "joblib", "cloudpickle.load"):
+        assert not any(banned in source for source in sources), banned
 
 
 def test_one_bad_text_fails_only_itself(predictor: Any) -> None:
@@ -229,35 +315,27 @@ def test_one_bad_text_fails_only_itself(predictor: Any) -> None:
     assert predict_isolated(predictor, good) == predictor.predict(good)
 
 
-# ---------------------------------------------------------------------------- Serve config file
+# --------------------------------------------------------------------------- Serve config files
 
 
-def test_serve_config_file_is_valid_for_ray_and_the_builder() -> None:
+@pytest.mark.parametrize("name", ["sentiment", "platform"])
+def test_serve_config_files_are_valid_for_ray_and_the_builder(name: str) -> None:
     from ray.serve.schema import ServeDeploySchema
 
-    raw = yaml.safe_load((REPO / "serve" / "sentiment.yaml").read_text())
+    raw = yaml.safe_load((REPO / "serve" / f"{name}.yaml").read_text())
     config = ServeDeploySchema.model_validate(raw)
     assert config.http_options.host == "127.0.0.1"
-    assert config.http_options.port == 8000
     [app] = config.applications
-    assert app.route_prefix == "/"
     module_name, attr = app.import_path.split(":")
     assert getattr(importlib.import_module(module_name), attr) is build_app
-    args = parse_app_args(app.args)
-    assert args.model_dir == "runs/demo/export/serving"
-
-
-@pytest.mark.parametrize("task", ["ner", "qa", "similarity", "summarization"])
-def test_task_serve_configs_are_valid_and_coexist(task: str) -> None:
-    """serve/<task>.yaml: valid for Ray and the builder, its own app name and route prefix."""
-    from ray.serve.schema import ServeDeploySchema
-
-    raw = yaml.safe_load((REPO / "serve" / f"{task}.yaml").read_text())
-    [app] = ServeDeploySchema.model_validate(raw).applications
-    assert (app.name, app.route_prefix) == (f"raynlp-{task}", f"/{task}")
-    assert parse_app_args(app.args).model_dir == f"runs/{task}/export/serving"
-    job = REPO / "jobs" / f"{task}.yaml"
-    assert yaml.safe_load(job.read_text())["name"] == task  # `raynlp train` writes runs/<task>
+    args = parse_app_config(app.args)
+    assert args.models and all(m.path.startswith("runs/") for m in args.models)
+    if name == "platform":  # every task's model in one app
+        tasks = ["classification", "ner", "qa", "similarity", "summarization"]
+        assert [m.name for m in args.models] == ["sentiment", *tasks[1:]]
+        for model in args.models[1:]:
+            job = yaml.safe_load((REPO / "jobs" / f"{model.name}.yaml").read_text())
+            assert model.path == f"runs/{job['name']}/export/serving"
 
 
 def test_serve_calls_the_builder_with_config_args(tiny_int8_model: Path) -> None:
@@ -266,7 +344,8 @@ def test_serve_calls_the_builder_with_config_args(tiny_int8_model: Path) -> None
     from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
 
     raw = yaml.safe_load((REPO / "serve" / "sentiment.yaml").read_text())
-    args = {**raw["applications"][0]["args"], "model_dir": str(tiny_int8_model)}
+    args = raw["applications"][0]["args"]
+    args["models"][0]["path"] = str(tiny_int8_model)
     app = call_user_app_builder_with_args_if_necessary(build_app, args)
     assert isinstance(app, Application)
 
@@ -275,19 +354,22 @@ def test_serve_calls_the_builder_with_config_args(tiny_int8_model: Path) -> None
 
 
 @pytest.mark.timeout(RAY_TIMEOUT_S)
-def test_health_and_info(serve_url: str, tiny_int8_model: Path) -> None:
-    assert requests.get(f"{serve_url}/healthz", timeout=30).json() == {"status": "ok"}
-    info = _info(serve_url)
-    assert info["task"] == "classification"
-    assert info["labels"] == LABELS
-    assert Path(info["model_dir"]) == tiny_int8_model.resolve()
-    assert info["base_model"] == "tiny"
-    assert (info["max_text_chars"], info["max_items"]) == (400, 8)
-    assert info["batching"]["max_batch_size"] == 16
-    root = requests.get(f"{serve_url}/", timeout=30).json()
-    assert {key: root[key] for key in ("task", "labels", "model_dir")} == {
-        key: info[key] for key in ("task", "labels", "model_dir")
-    }
+def test_health_models_and_openapi(serve_url: str) -> None:
+    health = requests.get(f"{serve_url}/healthz", timeout=30)  # no token needed
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    models = _get(serve_url, "/v1/models").json()["models"]
+    assert [(m["name"], m["source"]) for m in models] == [
+        ("sentiment", "deployment"), ("alpha", "store"), ("beta-2", "store"),
+    ]  # fmt: skip
+    sentiment = models[0]
+    assert (sentiment["task"], sentiment["request_kind"]) == ("classification", "text")
+    assert sentiment["variant"] == "onnx_int8" and sentiment["labels"] == LABELS
+    assert len(sentiment["version"]) == 12
+    assert _get(serve_url, "/v1/models/alpha").json()["source"] == "store"
+    spec = _get(serve_url, "/openapi.json").json()
+    post = spec["paths"]["/v1/models/sentiment/predict"]["post"]
+    assert "requestBody" in post and {"401", "404", "413", "422"} <= set(post["responses"])
+    assert "/v1/models/{name}/predict" in spec["paths"] and "/v1/models" in spec["paths"]
 
 
 @pytest.mark.timeout(RAY_TIMEOUT_S)
@@ -319,33 +401,63 @@ def test_list_of_texts_matches_in_process_predictor(serve_url: str, predictor: A
 
 
 @pytest.mark.timeout(RAY_TIMEOUT_S)
-def test_concurrent_requests_share_batches(serve_url: str, predictor: Any) -> None:
+def test_store_models_are_multiplexed(serve_url: str, predictor: Any) -> None:
+    """Both store models answer from one replica that keeps one model loaded at a time."""
+    local = predictor.predict(["a fine film"])[0]
+    for model in ["alpha", "beta-2", "alpha"]:
+        response = _post(serve_url, {"text": "a fine film"}, model=model)
+        assert response.status_code == 200, (model, response.text)
+        _assert_same(response.json(), local)
+
+
+@pytest.mark.timeout(RAY_TIMEOUT_S)
+def test_concurrent_requests_share_batches_and_show_in_metrics(
+    serve_url: str, predictor: Any
+) -> None:
     text = "an honest, well acted story"  # same text: every batch is identical rows
-    before = _info(serve_url)["batching"]
+    before = _get(serve_url, "/metrics").text
     with ThreadPoolExecutor(max_workers=16) as pool:
         responses = list(pool.map(lambda _: _post(serve_url, {"text": text}), range(16)))
-    after = _info(serve_url)["batching"]
+    after = _get(serve_url, "/metrics").text
     assert [r.status_code for r in responses] == [200] * 16
     local = predictor.predict([text])[0]
     for response in responses:
         _assert_same(response.json(), local)
-    assert after["items"] - before["items"] == 16
-    model_calls = after["batches"] - before["batches"]
-    assert model_calls < 16, f"16 concurrent requests took {model_calls} model calls: no batching"
-    assert after["largest_batch"] > 1
+
+    def delta(name: str, **labels: str) -> float:
+        return _metric(after, name, **labels) - _metric(before, name, **labels)
+
+    assert delta("raynlp_requests_total", model="sentiment", status="200") == 16
+    assert delta("raynlp_request_latency_seconds_count", model="sentiment") == 16
+    items = delta("raynlp_batch_size_count", model="sentiment")
+    total = delta("raynlp_batch_size_sum", model="sentiment")
+    assert items == 16
+    # Each item records the size of its batch: the mean is > 1 only if requests shared batches.
+    assert total / items > 1, f"16 concurrent requests never shared a model call ({total})"
 
 
-BAD_BODIES: list[tuple[str, Any, str]] = [
+def _raw(url: str, path: str, data: bytes, **headers: str) -> requests.Response:
+    return requests.post(f"{url}{path}", data=data, headers={**AUTH, **headers}, timeout=30)
+
+
+PREDICT = "/v1/models/sentiment/predict"
+JSON = {"content-type": "application/json"}
+BAD_JSON_BODIES: list[tuple[str, Any, str]] = [
     ("empty text", {"text": ""}, "text"),
     ("whitespace text", {"text": "  \n "}, "text"),
-    ("too long text", {"text": "x" * 401}, "text"),
-    ("too long item", {"texts": ["ok", "y" * 401]}, "texts"),
-    ("too many items", {"texts": ["a"] * 9}, "texts"),
+    ("too long text", {"text": "x" * (MAX_CHARS + 1)}, "text"),
+    ("too long item", {"texts": ["ok", "y" * (MAX_CHARS + 1)]}, "texts"),
+    ("too many items", {"texts": ["a"] * (MAX_ITEMS + 1)}, "texts"),
     ("empty list", {"texts": []}, "texts"),
     ("blank item", {"texts": ["ok", " "]}, "texts"),
     ("wrong type", {"text": 42}, "text"),
+    ("bool text", {"text": True}, "text"),
     ("wrong item type", {"texts": ["ok", {"a": 1}]}, "texts.1"),
+    ("nested junk", {"text": {"text": ["deep", {"deeper": [1, 2, None]}]}}, "text"),
     ("list body", ["a", "b"], "body"),
+    ("string body", "great film", "body"),
+    ("number body", 7, "body"),
+    ("null body", None, "body"),
     ("both", {"text": "a", "texts": ["b"]}, "body"),
     ("neither", {}, "body"),
     ("unknown field", {"text": "a", "top_k": 2}, "top_k"),
@@ -354,40 +466,77 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
 ]
 
 
+def _bad_requests(url: str) -> list[tuple[str, requests.Response]]:
+    """≥ 30 requests that must all be refused with a 4xx and a message."""
+    sent: list[tuple[str, requests.Response]] = []
+    for name, body, _ in BAD_JSON_BODIES:
+        sent.append((name, _raw(url, PREDICT, json.dumps(body).encode(), **JSON)))
+    huge_list = json.dumps({"texts": ["word"] * 5000}).encode()
+    sent += [
+        ("malformed JSON", _raw(url, PREDICT, b"{not json", **JSON)),
+        ("empty body", _raw(url, PREDICT, b"", **JSON)),
+        ("unterminated", _raw(url, PREDICT, b'{"text": "unterminated', **JSON)),
+        ("non-UTF-8 bytes", _raw(url, PREDICT, b'{"text": "\xff\xfe caf\xe9"}', **JSON)),
+        ("wrong content type", _raw(url, PREDICT, b'{"text": "fine"}', **{"content-type": "text/plain"})),
+        ("no content type", _raw(url, PREDICT, b'{"text": "fine"}', **{"content-type": ""})),
+        ("huge body", _raw(url, PREDICT, json.dumps({"text": "x" * 50_000}).encode(), **JSON)),
+        ("huge list", _raw(url, PREDICT, huge_list, **JSON)),
+        ("chunked huge body", requests.post(f"{url}{PREDICT}", headers={**AUTH, **JSON},
+                                            data=iter([b'{"text": "', b"x" * 8000, b'"}']), timeout=30)),
+        ("unknown model", _raw(url, "/v1/models/nope/predict", b'{"text": "a"}', **JSON)),
+        ("traversal id", _raw(url, "/v1/models/..%2F..%2Fetc/predict", b'{"text": "a"}', **JSON)),
+        ("dot-dot id", _raw(url, "/v1/models/%2E%2E/predict", b'{"text": "a"}', **JSON)),
+        ("store non-model", _raw(url, "/v1/models/notes/predict", b'{"text": "a"}', **JSON)),
+        ("store bad body", _raw(url, "/v1/models/alpha/predict", b'{"texts": "a"}', **JSON)),
+        ("store not JSON", _raw(url, "/v1/models/alpha/predict", b"{oops", **JSON)),
+        ("store non-UTF-8", _raw(url, "/v1/models/alpha/predict", b'{"text": "\xff"}', **JSON)),
+        ("missing token", requests.post(f"{url}{PREDICT}", json={"text": "a"}, timeout=30)),
+        ("wrong token", requests.post(f"{url}{PREDICT}", json={"text": "a"}, timeout=30,
+                                      headers={"authorization": "Bearer wrong"})),
+        ("basic auth", requests.post(f"{url}{PREDICT}", json={"text": "a"}, timeout=30,
+                                     headers={"authorization": f"Basic {TOKEN}"})),
+        ("models without token", requests.get(f"{url}/v1/models", timeout=30)),
+        ("GET predict", requests.get(f"{url}{PREDICT}", headers=AUTH, timeout=30)),
+    ]  # fmt: skip
+    return sent
+
+
+EXPECTED_STATUS = {
+    "huge body": 413, "huge list": 413, "chunked huge body": 413, "unknown model": 404,
+    "dot-dot id": 404, "store non-model": 404, "missing token": 401, "wrong token": 401,
+    "basic auth": 401, "models without token": 401, "wrong content type": 415,
+    "no content type": 415, "non-UTF-8 bytes": 400, "store non-UTF-8": 400, "GET predict": 405,
+}  # fmt: skip
+
+
 @pytest.mark.timeout(RAY_TIMEOUT_S)
-def test_bad_requests_get_422_and_replica_keeps_answering(serve_url: str) -> None:
+def test_bad_input_corpus_gets_4xx_with_a_message_and_the_app_keeps_answering(
+    serve_url: str,
+) -> None:
+    sent = _bad_requests(serve_url)
+    assert len(sent) >= 30
     problems = []
-    for name, body, field in BAD_BODIES:
-        response = _post(serve_url, body)
-        detail = response.json() if response.status_code == 422 else {}
-        fields = [error["field"] for error in detail.get("errors", [])]
-        if response.status_code != 422 or field not in fields or field not in detail["message"]:
-            problems.append(f"{name}: {response.status_code} {response.text[:200]}")
-    raw_cases = [b"{not json", b"", b'{"text": "unterminated']
-    for raw in raw_cases:
-        response = requests.post(
-            f"{serve_url}/predict",
-            data=raw,
-            headers={"content-type": "application/json"},
-            timeout=30,
-        )
-        if response.status_code != 422 or not response.json().get("message"):
-            problems.append(f"raw {raw!r}: {response.status_code} {response.text[:200]}")
-    as_text = requests.post(
-        f"{serve_url}/predict",
-        data=b'{"text": "fine"}',
-        headers={"content-type": "text/plain"},
-        timeout=30,
-    )
-    if as_text.status_code != 422 or "application/json" not in as_text.json()["message"]:
-        problems.append(f"text/plain body: {as_text.status_code} {as_text.text[:200]}")
+    for name, response in sent:
+        status = response.status_code
+        expected = EXPECTED_STATUS.get(name, 422)
+        message = response.json().get("message", "") if status < 500 else ""
+        if not 400 <= status < 500 or (name in EXPECTED_STATUS and status != expected):
+            problems.append(f"{name}: {status} (expected {expected}) {response.text[:200]}")
+        elif not message or "Traceback" in message or "x" * 500 in message:
+            problems.append(f"{name}: no readable message: {response.text[:200]}")
     assert not problems, "\n".join(problems)
-    malformed = requests.post(
-        f"{serve_url}/predict", data=b"{not json", headers={"content-type": "application/json"}
-    ).json()
-    assert malformed["message"].startswith("body: malformed JSON")
-    # The replica is still alive and healthy after all of that.
+    by_name = dict(sent)
+    for name, _, field in BAD_JSON_BODIES:  # validation errors name the field
+        assert field in [e["field"] for e in by_name[name].json()["errors"]], name
+    assert by_name["malformed JSON"].json()["message"].startswith("body: malformed JSON")
+    assert "Bearer" in by_name["missing token"].headers.get("www-authenticate", "")
+    assert "alpha, beta-2" in by_name["unknown model"].json()["message"]
+    assert by_name["traversal id"].status_code in (404, 405)
+    # Every replica is alive and answers after all of that.
     response = _post(serve_url, {"text": "still here?"})
     assert response.status_code == 200, response.text
     _assert_prediction(response.json())
-    assert requests.get(f"{serve_url}/healthz", timeout=30).status_code == 200
+    assert _post(serve_url, {"text": "and the store?"}, model="beta-2").status_code == 200
+    metrics = _get(serve_url, "/metrics").text
+    assert _metric(metrics, "raynlp_requests_total", model="_unknown", status="404") >= 2
+    assert _metric(metrics, "raynlp_requests_total", model="sentiment", status="422") >= 20

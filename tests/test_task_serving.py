@@ -1,5 +1,5 @@
-"""Every task's exported model behind Ray Serve over real HTTP: each schema round-trips, answers
-match the in-process predictor, and bad requests get a 422 with a message (never a 500)."""
+"""Every task's exported model in one Ray Serve app over real HTTP: each schema round-trips,
+answers match the in-process predictor, and bad requests get a 4xx with a message (never a 500)."""
 
 from __future__ import annotations
 
@@ -76,25 +76,22 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def base_url(exported: dict[str, Path]) -> Iterator[str]:
-    """All four apps on one private Ray + Serve, each under /<task>."""
+    """All four models in one app (one deployment each) on a private Ray + Serve, default proxy
+    ingress (test_serving covers direct ingress)."""
     import ray
     from ray import serve
 
-    from raynlp.serving.app import build_app
+    from raynlp.serving.app import run_app
 
     port = _free_port()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        for task, folder in exported.items():
-            args = {
-                "model_dir": str(folder),
-                "max_text_chars": 5000,
-                "min_replicas": 1,
-                "max_replicas": 1,
-                "replica_cpus": 0.25,  # four models on a 2-CPU machine
-            }
-            serve.run(build_app(args), name=task, route_prefix=f"/{task}")
+        models = [
+            {"name": task, "path": str(folder), "min_replicas": 1, "max_replicas": 1,
+             "replica_cpus": 0.25}  # four models on a 2-CPU machine
+            for task, folder in exported.items()
+        ]  # fmt: skip
+        run_app({"models": models, "max_text_chars": 5000}, port=port, ingress="proxy")
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
@@ -111,7 +108,7 @@ def test_task_endpoint_round_trip(task: str, base_url: str, exported: dict[str, 
     from raynlp.serving.predictor import OnnxPredictor
 
     single, several = GOOD[task]
-    url = f"{base_url}/{task}/predict"
+    url = f"{base_url}/v1/models/{task}/predict"
     response = _post(url, single)
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -136,14 +133,16 @@ def test_task_endpoint_round_trip(task: str, base_url: str, exported: dict[str, 
     assert isinstance(answers, list) and len(answers) == len(next(iter(several.values())))
     assert all(set(a) == KEYS[task] for a in answers)
 
-    info = requests.get(f"{base_url}/{task}/info", timeout=30).json()
-    assert info["task"] == task
+    card = requests.get(f"{base_url}/v1/models/{task}", timeout=30).json()
+    assert (card["task"], card["source"], card["variant"]) == (task, "deployment", "onnx_fp32")
+    listed = requests.get(f"{base_url}/v1/models", timeout=30).json()["models"]
+    assert [m["name"] for m in listed] == TASKS
 
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("task", TASKS)
 def test_task_endpoint_rejects_bad_requests(task: str, base_url: str) -> None:
-    url = f"{base_url}/{task}/predict"
+    url = f"{base_url}/v1/models/{task}/predict"
     for body in BAD[task]:
         response = _post(url, body)
         assert response.status_code == 422, (body, response.status_code, response.text)

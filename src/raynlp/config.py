@@ -449,6 +449,25 @@ class ServeSection(_Section):
         description="CPUs Ray reserves per replica (default: intra_op_threads, at least 1); "
         "fractions let several models share a small machine.",
     )
+    upscale_delay_s: float = Field(3.0, ge=0, description="Load must last this long to add.")
+    downscale_delay_s: float = Field(60.0, ge=0, description="Idle this long to remove one.")
+    max_body_bytes: int = Field(1_000_000, ge=256, description="Larger bodies get 413.")
+    on_too_long: Literal["truncate", "reject"] = Field(
+        "truncate",
+        description="Inputs longer than the model's token window: cut (answer says "
+        "truncated: true) or rejected with 422.",
+    )
+    auth_token_env: str | None = Field(
+        "RAYNLP_SERVE_TOKEN",
+        description="When this environment variable is set where the app runs, every route "
+        "but /healthz needs 'Authorization: Bearer <its value>'.",
+    )
+    gateway_cpus: float = Field(0.1, ge=0, description="CPUs reserved by the HTTP gateway.")
+    ingress: Literal["direct", "proxy"] = Field(
+        "direct",
+        description="How `raynlp serve` starts Ray: 'direct' = the gateway replica is the HTTP "
+        "server (Serve direct ingress, lowest overhead); 'proxy' = Serve's HTTP proxy actor.",
+    )
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> ServeSection:

@@ -6,6 +6,18 @@ from pathlib import Path
 
 SEQ2SEQ_PARTS = ("encoder", "decoder_with_past", "decoder")
 
+FOLDERS = {
+    "onnx_fp32": "onnx",
+    "onnx_o1": "onnx_o1",
+    "onnx_o2": "onnx_o2",
+    "onnx_o3": "onnx_o3",
+    "onnx_int8": "int8",
+    "onnx_int8_attention": "int8_attention",
+    "onnx_int8_static": "int8_static",
+    "torchscript": "torchscript",
+}
+"""Each variant's folder under the export folder (PyTorch fp32 is the run's own model/)."""
+
 
 def onnx_file_names(directory: str | Path) -> dict[str, str]:
     """``{"model": name}`` for a single-graph export; ``{"encoder", "decoder"[,

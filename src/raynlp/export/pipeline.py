@@ -11,6 +11,7 @@ from typing import Any
 
 from raynlp.config import ExportSection, load_job_config
 from raynlp.data.readers import read_rows
+from raynlp.export.files import FOLDERS
 from raynlp.export.onnx import (
     FEED_FORWARD_NODES,
     OPTIMIZATION_LEVELS,
@@ -32,17 +33,6 @@ class ParityError(RuntimeError):
 SERVING_LINK = "serving"
 """``<export>/serving`` links to the chosen variant's folder."""
 
-FOLDERS = {
-    "onnx_fp32": "onnx",
-    "onnx_o1": "onnx_o1",
-    "onnx_o2": "onnx_o2",
-    "onnx_o3": "onnx_o3",
-    "onnx_int8": "int8",
-    "onnx_int8_attention": "int8_attention",
-    "onnx_int8_static": "int8_static",
-    "torchscript": "torchscript",
-}
-"""Each variant's folder under the export folder (PyTorch fp32 is the run's own model/)."""
 
 
 def choose_variant(

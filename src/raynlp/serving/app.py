@@ -1,78 +1,56 @@
-"""The Ray Serve application: an exported model of any task behind ``@serve.batch`` and a
-FastAPI ingress whose request and response schemas are the task's.
+"""The Ray Serve application: one gateway (HTTP ingress) in front of one deployment per model,
+plus an optional multiplexed deployment for a model store.
 
-Routes (relative to the application's route prefix):
+::
 
-* ``POST /predict`` — one item → one prediction, a list → a list. Items per task:
-  ``{"text"}`` / ``{"texts": [...]}`` (classification, NER, summarization),
-  ``{"text", "text_pair"}`` / ``{"pairs": [...]}`` (similarity),
-  ``{"question", "context"}`` / ``{"inputs": [...]}`` (QA).
-  Bad input gets a 422 whose body names the field (see :class:`ErrorResponse`).
-* ``GET /healthz`` — 200 once the replica has loaded the model and run a warm-up inference.
-* ``GET /`` and ``GET /info`` — task, labels, model folder, limits and batching counters.
+    HTTP ─▶ Gateway (FastAPI: auth, limits, validation, metrics, /v1 routes)
+               ├─▶ Model[sentiment]  @serve.batch, autoscaled, warmed up before ready
+               ├─▶ Model[ner] ...
+               └─▶ Store             @serve.multiplexed: store/<id>/ loaded on first use
 
 Entry points: :func:`build_app` (``import_path: raynlp.serving.app:build_app`` in a Serve config
-file) and :func:`run_app` (``raynlp serve``). The model work is done by the Ray-free
-:class:`~raynlp.serving.predictor.OnnxPredictor`; the deployment only wraps it.
-
-The FastAPI app is built per replica (``@serve.ingress()`` + ``__serve_build_asgi_app__``)
-because the request limits are deployment arguments, and the request model carries them.
-(No ``from __future__ import annotations`` here: FastAPI must see the real class of the
-per-replica body model in the route's signature.)
+file, ``args`` = :class:`~raynlp.serving.settings.AppConfig`) and :func:`run_app`
+(``raynlp serve``). Replicas load models only from ONNX, TorchScript or safetensors files, and
+the model work is the Ray-free :class:`~raynlp.serving.predictor.OnnxPredictor`.
 """
 
-import asyncio
-import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+import asyncio
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import ray
 from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from raynlp.config import ServeSection
-from raynlp.serving.predictor import OnnxPredictor
-from raynlp.serving.schemas import (
-    RESPONSE_MODELS,
-    AppArgs,
-    BatchStats,
-    ErrorItem,
-    ErrorResponse,
-    HealthResponse,
-    InfoResponse,
-    format_errors,
-    request_model_for,
-    validation_message,
+from raynlp.serving.gateway import ApiError, build_api
+from raynlp.serving.metrics import ServingMetrics
+from raynlp.serving.schemas import validation_message
+from raynlp.serving.settings import (
+    AppConfig,
+    DeploymentSettings,
+    ModelEntry,
+    StoreEntry,
+    valid_model_name,
 )
-from raynlp.training.checkpoints import read_model_meta
+from raynlp.serving.store import ModelCard, ModelStore, UnknownModel, check_servable, model_card
 
 APP_NAME = "raynlp"
-DEPLOYMENT_NAME = "Model"
+GATEWAY = "Gateway"
+STORE = "Store"
+RETRIES = 4
+"""Calls to a model deployment are retried this many times when its replica died under them."""
+RETRYABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
 
-@dataclass
-class BatchCounter:
-    """Counts the model calls ``@serve.batch`` makes in one replica."""
-
-    batches: int = 0
-    items: int = 0
-    largest_batch: int = 0
-
-    def record(self, size: int) -> None:
-        self.batches += 1
-        self.items += size
-        self.largest_batch = max(self.largest_batch, size)
-
-
-def predict_isolated(
-    predictor: OnnxPredictor, items: list[Any]
-) -> list[dict[str, Any] | Exception]:
+def predict_isolated(predictor: Any, items: list[Any]) -> list[dict[str, Any] | Exception]:
     """One answer per item, or the exception that item raised.
 
     The batch is predicted in one call; if that fails, each item is retried alone, so an item
@@ -92,213 +70,270 @@ def predict_isolated(
     return results
 
 
-class PredictionBackend(Protocol):
-    """What the HTTP layer needs from a replica."""
+def load_predictor(folder: Path, threads: int) -> Any:
+    """A warmed-up predictor for ``folder`` (refuses pickled weights)."""
+    from raynlp.serving.predictor import OnnxPredictor
 
-    limits: AppArgs
-    task_name: str
-    request_kind: str
-
-    async def predict(self, items: list[dict[str, str]]) -> list[dict[str, Any]]:
-        """One answer per item, in order."""
-
-    def info(self) -> InfoResponse:
-        """Model description, limits and batching counters."""
+    check_servable(folder)
+    predictor = OnnxPredictor(folder, threads)
+    predictor.warmup()
+    return predictor
 
 
-def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
-    """422 with a readable message naming each bad field; the rejected input is not echoed."""
-    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    return JSONResponse(status_code=422, content=format_errors(list(errors)).model_dump())
+def _configure_batching(method: Any, settings: DeploymentSettings) -> None:
+    method.set_max_batch_size(settings.max_batch_size)
+    method.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
 
-def _http_error_handler(_: Request, exc: Exception) -> JSONResponse:
-    """Other 4xx (e.g. a body that is not UTF-8) in the same shape as validation errors."""
-    status = getattr(exc, "status_code", 400)
-    detail = str(getattr(exc, "detail", "") or "bad request")
-    if detail == "There was an error parsing the body":
-        detail = "the body could not be parsed (send UTF-8 encoded JSON)"
-    body = ErrorResponse(
-        message=f"body: {detail}", errors=[ErrorItem(field="body", message=detail)]
-    )
-    return JSONResponse(status_code=status, content=body.model_dump())
+def _unpack(results: list[tuple[dict[str, Any] | Exception, int]]) -> dict[str, list]:
+    for answer, _ in results:
+        if isinstance(answer, Exception):
+            raise answer
+    return {"answers": [a for a, _ in results], "batch_sizes": [s for _, s in results]}
 
 
-def build_api(backend: PredictionBackend) -> FastAPI:
-    """A FastAPI app whose routes call ``backend``; request limits are taken from its args."""
-    limits = backend.limits
-    body_model = request_model_for(backend.request_kind, limits.max_text_chars, limits.max_items)
-    answer_model = RESPONSE_MODELS[backend.task_name]
-    api = FastAPI(
-        title=f"raynlp {backend.task_name}",
-        description=(
-            f"{backend.task_name} with an exported ONNX model, served by Ray Serve. "
-            f"Limits: {limits.max_text_chars} characters per text, "
-            f"{limits.max_items} items per request."
-        ),
-    )
-    api.add_exception_handler(RequestValidationError, _validation_error_handler)
-    api.add_exception_handler(StarletteHTTPException, _http_error_handler)
-
-    async def predict(request: body_model) -> Any:  # type: ignore[valid-type]
-        answers = await backend.predict(request.items())
-        if request.is_single:
-            return answer_model.model_validate(answers[0])
-        return [answer_model.model_validate(answer) for answer in answers]
-
-    api.add_api_route(
-        "/predict",
-        predict,
-        methods=["POST"],
-        response_model=answer_model | list[answer_model],  # type: ignore[valid-type]
-        responses={422: {"model": ErrorResponse, "description": "Invalid request"}},
-        summary=f"{backend.task_name}: one item or a list of items",
-    )
-
-    @api.get("/healthz", response_model=HealthResponse)
-    async def healthz() -> HealthResponse:
-        return HealthResponse()
-
-    @api.get("/info", response_model=InfoResponse)
-    @api.get("/", response_model=InfoResponse, include_in_schema=False)
-    async def info() -> InfoResponse:
-        return backend.info()
-
-    return api
-
-
-@serve.deployment(name=DEPLOYMENT_NAME)
-@serve.ingress()
+@serve.deployment
 class ModelDeployment:
-    """One replica: loads the ONNX model, warms it up, and answers through ``@serve.batch``.
+    """One model: loads it, runs a warm-up inference (so a replica that cannot answer never
+    becomes ready), then answers every item of every request through ``@serve.batch``."""
 
-    The constructor runs a real inference, so Serve marks the replica ready only once the
-    model works. Every item of a request is its own batch item, so items from concurrent
-    requests share model calls.
-    """
-
-    def __init__(self, args: dict[str, Any]) -> None:
-        self.limits = AppArgs.model_validate(args)
-        self.predictor = OnnxPredictor(self.limits.model_dir, self.limits.intra_op_threads)
-        self.task_name = self.predictor.task.name
-        self.request_kind = self.predictor.request_kind
-        self.predictor.warmup()
-        self.counter = BatchCounter()
-        self._predict_batch.set_max_batch_size(self.limits.max_batch_size)
-        self._predict_batch.set_batch_wait_timeout_s(self.limits.batch_wait_timeout_s)
-
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        """Called by Serve after ``__init__``: the replica's HTTP app."""
-        return build_api(self)
+    def __init__(self, entry: dict[str, Any]) -> None:
+        self.entry = ModelEntry.model_validate(entry)
+        self.predictor = load_predictor(Path(self.entry.path), self.entry.intra_op_threads)
+        _configure_batching(self._batch, self.entry)
 
     def check_health(self) -> None:
-        """Serve's periodic replica health check: fails if the model is gone."""
-        if self.predictor is None or self.predictor.model is None:
+        if self.predictor.model is None:
             raise RuntimeError("model not loaded")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _predict_batch(self, items: list[dict[str, str]]) -> list[dict[str, Any] | Exception]:
-        self.counter.record(len(items))
+    async def _batch(self, items: list[dict[str, str]]) -> list[tuple[Any, int]]:
         # ONNX Runtime releases the GIL: run it off the event loop so new requests keep queueing.
-        return await asyncio.to_thread(predict_isolated, self.predictor, items)
+        answers = await asyncio.to_thread(predict_isolated, self.predictor, items)
+        return [(answer, len(items)) for answer in answers]
 
-    async def predict(self, items: list[dict[str, str]]) -> list[dict[str, Any]]:
-        """One answer per item, in order; each item goes through the batch queue.
-
-        Raises the first error an item of this request caused (the HTTP layer answers 500).
-        """
-        results = await asyncio.gather(*(self._predict_batch(item) for item in items))
-        answers = []
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-            answers.append(result)
-        return answers
-
-    def info(self) -> InfoResponse:
-        """Model description, limits and this replica's batching counters."""
-        meta = self.predictor.meta
-        return InfoResponse(
-            task=meta["task"],
-            request_kind=self.request_kind,
-            labels=self.predictor.labels,
-            model_dir=str(self.predictor.model_dir),
-            base_model=meta.get("base_model"),
-            max_text_chars=self.limits.max_text_chars,
-            max_items=self.limits.max_items,
-            batching=BatchStats(
-                max_batch_size=self.limits.max_batch_size,
-                batch_wait_timeout_s=self.limits.batch_wait_timeout_s,
-                batches=self.counter.batches,
-                items=self.counter.items,
-                largest_batch=self.counter.largest_batch,
-            ),
-        )
+    async def predict(self, items: list[dict[str, str]]) -> dict[str, list]:
+        """``{"answers": [...], "batch_sizes": [...]}`` in item order; raises an item's error."""
+        return _unpack(list(await asyncio.gather(*(self._batch(item) for item in items))))
 
 
-def parse_app_args(args: dict[str, Any] | AppArgs) -> AppArgs:
-    """Validated builder arguments; raises ValueError with one readable line if they are bad."""
-    if isinstance(args, AppArgs):
+@serve.deployment
+class StoreDeployment:
+    """Many models on few replicas: the request's multiplexed model id picks ``store/<id>``;
+    models load on first use and the least recently used is dropped past the per-replica cap."""
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        self.entry = StoreEntry.model_validate(entry)
+        self.store = ModelStore(self.entry.path)
+        threads = self.entry.intra_op_threads
+
+        async def load(model_id: str) -> Any:
+            folder = self.store.resolve(model_id)
+            return await asyncio.to_thread(load_predictor, folder, threads)
+
+        self.get_model = serve.multiplexed(
+            max_num_models_per_replica=self.entry.max_models_per_replica
+        )(load)
+        _configure_batching(self._batch, self.entry)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _batch(self, pairs: list[tuple[str, dict[str, str]]]) -> list[tuple[Any, int]]:
+        results: list[tuple[Any, int]] = [(None, 0)] * len(pairs)
+        for model_id in dict.fromkeys(model_id for model_id, _ in pairs):
+            indexes = [i for i, (m, _) in enumerate(pairs) if m == model_id]
+            predictor = await self.get_model(model_id)
+            items = [pairs[i][1] for i in indexes]
+            answers = await asyncio.to_thread(predict_isolated, predictor, items)
+            for index, answer in zip(indexes, answers, strict=True):
+                results[index] = (answer, len(items))
+        return results
+
+    async def predict(self, items: list[dict[str, str]]) -> dict[str, list]:
+        model_id = serve.get_multiplexed_model_id()
+        self.store.resolve(model_id)  # the gateway checked too; never trust the caller
+        return _unpack(list(await asyncio.gather(*(self._batch((model_id, i)) for i in items))))
+
+
+@serve.deployment(name=GATEWAY)
+@serve.ingress()
+class Gateway:
+    """The HTTP ingress: checks every request, then calls the model's deployment (retrying on
+    another replica when the one it called died)."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        models: dict[str, DeploymentHandle],
+        store: DeploymentHandle | None = None,
+    ) -> None:
+        self.config = AppConfig.model_validate(config)
+        self.dedicated = {
+            entry.name: model_card(entry.name, Path(entry.path), "deployment", entry.version)
+            for entry in self.config.models
+        }
+        self.handles = models
+        self.store = ModelStore(self.config.store.path) if self.config.store else None
+        self.store_handle = store
+        self.metrics = ServingMetrics()
+        env = self.config.auth_token_env
+        self.token = os.environ.get(env) or None if env else None
+
+    def __serve_build_asgi_app__(self) -> Any:
+        """Called by Serve after ``__init__``: the replica's HTTP app."""
+        return build_api(self)
+
+    def cards(self) -> list[ModelCard]:
+        cards = list(self.dedicated.values())
+        if self.store is not None:
+            cards += [self.store.card(i) for i in self.store.ids() if i not in self.dedicated]
+        return cards
+
+    def names(self) -> list[str]:
+        return list(self.dedicated) + (self.store.ids() if self.store is not None else [])
+
+    def card(self, name: str) -> ModelCard:
+        if name in self.dedicated:
+            return self.dedicated[name]
+        if self.store is None or not valid_model_name(name) or name not in self.store.ids():
+            raise UnknownModel(name, self.names())
+        return self.store.card(name)
+
+    async def predict(self, name: str, items: list[dict[str, str]]) -> tuple[list, list[int]]:
+        if name in self.handles:
+            handle = self.handles[name]
+        elif self.store is not None and self.store_handle is not None:
+            self.card(name)  # UnknownModel unless the store holds it
+            handle = self.store_handle.options(multiplexed_model_id=name)
+        else:
+            raise UnknownModel(name, self.names())
+        for attempt in range(RETRIES + 1):
+            try:
+                result = await handle.predict.remote(items)
+                return result["answers"], result["batch_sizes"]
+            except RETRYABLE:
+                if attempt == RETRIES:
+                    raise ApiError(
+                        503, f"model '{name}' has no replica that answers right now; retry", "model"
+                    ) from None
+                await asyncio.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+
+def deployment_name(model: str) -> str:
+    return "Model_" + re.sub(r"[^A-Za-z0-9_-]", "_", model)
+
+
+def parse_app_config(args: dict[str, Any] | AppConfig) -> AppConfig:
+    """Validated app arguments; raises ValueError with one readable line if they are bad."""
+    if isinstance(args, AppConfig):
         return args
     try:
-        return AppArgs.model_validate(args)
+        return AppConfig.model_validate(args)
     except ValidationError as err:
         raise ValueError(f"invalid raynlp serve arguments: {validation_message(err)}") from None
 
 
-def resolve_model_dir(model_dir: str) -> str:
-    """``model_dir`` as an absolute path, after checking it holds a raynlp model (raynlp.json).
+def resolve_paths(config: AppConfig) -> AppConfig:
+    """Absolute model and store paths, after checking each holds what it should.
 
     A relative path is taken from the current directory of the process that builds the app
     (for ``serve deploy`` that is a process on the cluster, not the shell that ran the command).
     """
-    path = Path(model_dir).expanduser().resolve()
-    read_model_meta(path)  # raises FileNotFoundError naming the folder
-    return str(path)
+    models = []
+    for entry in config.models:
+        folder = Path(entry.path).expanduser().resolve()
+        model_card(entry.name, folder, "deployment")  # FileNotFoundError names the folder
+        check_servable(folder)
+        models.append(entry.model_copy(update={"path": str(folder)}))
+    store = config.store
+    if store is not None:
+        store = store.model_copy(update={"path": str(ModelStore(store.path).root)})
+    return config.model_copy(update={"models": models, "store": store})
 
 
-def deployment_options(args: AppArgs) -> dict[str, Any]:
-    """Replica options from the serve settings: autoscaling bounds, concurrency, CPUs."""
+def build_app(args: dict[str, Any] | AppConfig) -> Application:
+    """The Serve application for ``args`` (see :class:`AppConfig`).
+
+    Raises ValueError for bad arguments and FileNotFoundError when a model folder holds no model.
+    """
+    config = resolve_paths(parse_app_config(args))
+    handles = {
+        entry.name: ModelDeployment.options(
+            name=deployment_name(entry.name), **entry.deployment_options()
+        ).bind(entry.model_dump())
+        for entry in config.models
+    }
+    store = None
+    if config.store is not None:
+        store = StoreDeployment.options(name=STORE, **config.store.deployment_options()).bind(
+            config.store.model_dump()
+        )
+    gateway = Gateway.options(
+        num_replicas=1,
+        max_ongoing_requests=1000,
+        ray_actor_options={"num_cpus": config.gateway_cpus},
+    )
+    return gateway.bind(config.model_dump(), handles, store)
+
+
+INGRESS_MODES = ("direct", "throughput", "proxy")
+
+
+def ingress_env(mode: str, port: int) -> dict[str, str]:
+    """Environment Ray must start with for ``mode``: 'direct' makes the gateway replica itself
+    the HTTP server on ``port`` (Serve direct ingress; no proxy hop), 'proxy' is Serve's
+    default HTTP proxy actor."""
+    if mode not in INGRESS_MODES:
+        raise ValueError(f"ingress must be one of {', '.join(INGRESS_MODES)}, not '{mode}'")
+    if mode == "proxy":
+        return {}
+    extra = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"} if mode == "throughput" else {}
     return {
-        "autoscaling_config": {
-            "min_replicas": args.min_replicas,
-            "max_replicas": args.max_replicas,
-            "target_ongoing_requests": args.target_ongoing_requests,
-        },
-        # Serve's default (5) would cap a batch at 5 requests per replica.
-        "max_ongoing_requests": max(
-            args.max_batch_size, math.ceil(2 * args.target_ongoing_requests)
-        ),
-        "ray_actor_options": {"num_cpus": args.replica_cpus or max(1, args.intra_op_threads)},
+        **extra,
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),  # exclusive: one gateway
     }
 
 
-def build_app(args: dict[str, Any] | AppArgs) -> Application:
-    """The Serve application for ``args`` (``model_dir`` plus ServeSection keys except HTTP ones).
+def proxy_port(port: int, ingress: str) -> int:
+    """Where Serve's own HTTP proxy listens: ``port``, or with direct ingress (which owns
+    ``port``) the next one (Serve still starts a proxy on the head node; same routes)."""
+    return port if ingress == "proxy" else port + 1
 
-    Usable as ``import_path: raynlp.serving.app:build_app`` with ``args: {model_dir: ...}``.
-    Raises ValueError for bad arguments and FileNotFoundError when ``model_dir`` holds no model.
-    """
-    parsed = parse_app_args(args)
-    parsed = parsed.model_copy(update={"model_dir": resolve_model_dir(parsed.model_dir)})
-    deployment = ModelDeployment.options(**deployment_options(parsed))
-    return deployment.bind(parsed.builder_args())
+
+@contextmanager
+def serving_env(mode: str, port: int) -> Iterator[dict[str, str]]:
+    """Set :func:`ingress_env` for the Ray processes started inside (restored after)."""
+    env = ingress_env(mode, port)
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def run_app(
-    model_dir: str | Path,
-    serve_section: ServeSection,
+    config: AppConfig | dict[str, Any],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    route_prefix: str = "/",
     blocking: bool = False,
     name: str = APP_NAME,
+    ingress: str = "proxy",
 ) -> DeploymentHandle:
-    """Deploy the model on ``serve_section.host:port`` under its route prefix; return the handle.
+    """Deploy on ``host:port`` under ``route_prefix``; return the gateway's handle.
 
-    Starts Serve with those HTTP options (and Ray, if not yet initialized: it joins a running
-    cluster if there is one, else starts a local one). Returns once a replica has loaded the
-    model and run a warm-up inference; with ``blocking=True`` it then waits until Ctrl-C.
-    If Serve is already running, its HTTP options stay as they are (Serve logs a warning).
+    Starts Serve with those HTTP options (Ray must be initialized, with :func:`serving_env` of
+    the same ``ingress`` mode in its environment). Returns once every model
+    replica has loaded its model and run a warm-up inference; with ``blocking=True`` it then
+    waits until Ctrl-C. If Serve is already running, its HTTP options stay as they are.
     """
-    args = AppArgs.from_section(str(model_dir), serve_section)
-    app = build_app(args)
-    serve.start(http_options={"host": serve_section.host, "port": serve_section.port})
-    return serve.run(app, name=name, route_prefix=serve_section.route_prefix, blocking=blocking)
+    app = build_app(config)
+    serve.start(http_options={"host": host, "port": proxy_port(port, ingress)})
+    return serve.run(app, name=name, route_prefix=route_prefix, blocking=blocking)
