@@ -135,6 +135,27 @@ def optimize_rows(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def serve_rows(result: dict[str, Any]) -> list[str]:
+    where = f"{result['machine']['cpus']} CPUs, {result['machine']['date'][:10]}"
+    naive, default = result["naive"], result["options"][result["default_option"]]
+    options = ", ".join(
+        f"{name} {row['rps']:.0f}/s, +{row['overhead_ms_p50']:.1f} ms"
+        for name, row in result["options"].items()
+        if "rps" in row
+    )
+    return [
+        f"| serve_load: raynlp Serve ({result['default_option']}) vs naive FastAPI + "
+        f"transformers pipeline, {result['clients']} clients × {result['seconds']:.0f} s | "
+        f"{default['rps']:.0f} vs {naive['rps']:.0f} req/s → throughput_ratio_vs_naive "
+        f"**{fmt(result['throughput_ratio_vs_naive'])}×**; p99_ms **{fmt(result['p99_ms'], 1)}**; "
+        f"errors **{result['errors']}**; overhead_ms_p50 (sequential HTTP − in-process "
+        f"{result['in_process_p50_ms']:.1f} ms) **{fmt(result['overhead_ms_p50'], 1)}** | "
+        f"≥ 5×, ≤ 2 ms, 0 errors | {where} |",
+        f"| serve_load: every option (req/s, overhead over in-process p50) | {options} | — | "
+        f"{where} |",
+    ]
+
+
 def rows() -> list[str]:
     lines = ["| benchmark | result | goal | measured on |", "|---|---|---|---|"]
     throughput = load("train_throughput")
@@ -179,6 +200,9 @@ def rows() -> list[str]:
     tune = load("tune")
     if tune:
         lines.extend(tune_rows(tune))
+    serving = load("serve")
+    if serving:
+        lines.extend(serve_rows(serving))
     gpu = load("gpu_check")
     if gpu:
         train = gpu["train"]

@@ -152,7 +152,7 @@ def test_ray_job_submit_trains(job_dir: Path, tiny_base_model: Path, ray_head):
 
 @pytest.mark.timeout(300)
 def test_serve_deploy_of_the_shipped_config(job_dir: Path, ray_head):
-    """serve/sentiment.yaml, with only model_dir and the port changed, deploys and answers."""
+    """serve/sentiment.yaml, with only the model path and the port changed, deploys and answers."""
     from raynlp.export.pipeline import export_model
 
     address, env = ray_head
@@ -163,7 +163,7 @@ def test_serve_deploy_of_the_shipped_config(job_dir: Path, ray_head):
     (port,) = free_ports(1)
     config = yaml.safe_load((REPO / "serve" / "sentiment.yaml").read_text())
     config["http_options"]["port"] = port
-    config["applications"][0]["args"]["model_dir"] = str(run_dir / "export" / "serving")
+    config["applications"][0]["args"]["models"][0]["path"] = str(run_dir / "export" / "serving")
     deploy_file = job_dir / "serve.yaml"
     deploy_file.write_text(yaml.safe_dump(config))
 
@@ -179,11 +179,14 @@ def test_serve_deploy_of_the_shipped_config(job_dir: Path, ray_head):
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(f"{url}/healthz", timeout=180)
-        answer = requests.post(f"{url}/predict", json={"text": "Best movie ever!"}, timeout=30)
+        predict = f"{url}/v1/models/sentiment/predict"
+        answer = requests.post(predict, json={"text": "Best movie ever!"}, timeout=30)
         assert answer.status_code == 200, answer.text
         assert answer.json()["label"] in ("negative", "positive")
-        bad = requests.post(f"{url}/predict", json={"text": "   "}, timeout=30)
+        bad = requests.post(predict, json={"text": "   "}, timeout=30)
         assert bad.status_code == 422
+        models = requests.get(f"{url}/v1/models", timeout=30).json()["models"]
+        assert [(m["name"], m["task"]) for m in models] == [("sentiment", "classification")]
     finally:
         subprocess.run(
             [*serve_cli, "shutdown", "-y", "--address", address],

@@ -540,3 +540,54 @@ def test_bad_input_corpus_gets_4xx_with_a_message_and_the_app_keeps_answering(
     metrics = _get(serve_url, "/metrics").text
     assert _metric(metrics, "raynlp_requests_total", model="_unknown", status="404") >= 2
     assert _metric(metrics, "raynlp_requests_total", model="sentiment", status="422") >= 20
+
+
+class InProcessBackend:
+    """The gateway's Backend over a real in-process predictor (no Ray): exercises the HTTP layer
+    alone, for settings the live app does not use."""
+
+    def __init__(self, folder: Path, config: AppConfig) -> None:
+        from raynlp.serving.metrics import ServingMetrics
+        from raynlp.serving.predictor import OnnxPredictor
+        from raynlp.serving.store import model_card
+
+        self.config = config
+        self.metrics = ServingMetrics()
+        self.token = None
+        self.predictor = OnnxPredictor(folder)
+        self._card = model_card("sentiment", folder, "deployment")
+
+    def cards(self) -> list[Any]:
+        return [self._card]
+
+    def names(self) -> list[str]:
+        return ["sentiment"]
+
+    def card(self, name: str) -> Any:
+        if name != "sentiment":
+            raise UnknownModel(name, self.names())
+        return self._card
+
+    async def predict(self, name: str, items: list[dict[str, str]]) -> tuple[list, list[int]]:
+        self.card(name)
+        return self.predictor.predict(items), [len(items)] * len(items)
+
+
+def test_reject_mode_refuses_inputs_longer_than_the_model(tiny_int8_model: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from raynlp.serving.gateway import build_api
+
+    long_text = " ".join(["good"] * 70)  # > 64 tokens
+    for mode, status in [("reject", 422), ("truncate", 200)]:
+        config = AppConfig(
+            models=[ModelEntry(name="sentiment", path=str(tiny_int8_model))], on_too_long=mode
+        )
+        client = TestClient(build_api(InProcessBackend(tiny_int8_model, config)))
+        response = client.post("/v1/models/sentiment/predict", json={"texts": ["ok", long_text]})
+        assert response.status_code == status, response.text
+        if mode == "reject":
+            assert "item 1 is longer than the model's token window (64 tokens)" in response.text
+        else:
+            assert [a["truncated"] for a in response.json()] == [False, True]
+        assert client.post("/v1/models/sentiment/predict", json={"text": "ok"}).status_code == 200

@@ -161,14 +161,44 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from raynlp.config import ServeSection, load_job_config
-    from raynlp.runtime import ray_session
-    from raynlp.serving.app import run_app
+    from raynlp.serving.app import load_serve_config, model_name_for, serve_until_interrupted
+    from raynlp.serving.schemas import validation_message
+    from raynlp.serving.settings import AppConfig
 
     section = load_job_config(args.config).serve if args.config else ServeSection()
-    section.host, section.port = args.host or section.host, args.port or section.port
-    with ray_session(args.address):
-        run_app(args.model_dir, section, blocking=True)
+    route_prefix = "/"
+    if args.serve_config:
+        if args.models or args.store:
+            args.usage_error("give models either on the command line or in --serve-config")
+        config, http, route_prefix = load_serve_config(args.serve_config)
+        section.host, section.port = http.get("host", section.host), http.get("port", section.port)
+    else:
+        if not args.models and not args.store:
+            args.usage_error("give at least one exported model folder (NAME=FOLDER) or --store")
+        models: dict[str, str] = {}
+        for spec in args.models:
+            name, sep, folder = spec.partition("=")
+            name, folder = (name, folder) if sep else (model_name_for(spec), spec)
+            if name in models:
+                args.usage_error(f"two models are named '{name}'; name them: NAME=FOLDER")
+            models[name] = folder
+        try:
+            config = AppConfig.from_section(section, models, store=args.store)
+        except ValidationError as err:
+            raise ValueError(f"invalid serve arguments: {validation_message(err)}") from None
+    if args.token_env:
+        config = config.model_copy(update={"auth_token_env": args.token_env})
+    serve_until_interrupted(
+        config,
+        host=args.host or section.host,
+        port=args.port or section.port,
+        ingress=args.ingress or section.ingress,
+        address=args.address,
+        route_prefix=route_prefix,
+    )
     return 0
 
 
@@ -194,11 +224,45 @@ def _read_items(args: argparse.Namespace) -> list[dict[str, str]]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.input or args.output:
+        if not args.input:
+            args.usage_error("--output is for the predictions of an --input file")
+        if not args.model:
+            args.usage_error("--input needs --model (an exported model folder)")
+        if not args.output:
+            args.usage_error("--input needs --output (the JSONL file to write)")
+        if args.texts:
+            args.usage_error("give inputs as arguments/stdin or as an --input file, not both")
+        if min(args.batch_size, args.threads, args.concurrency or 1) < 1:
+            args.usage_error("--batch-size, --concurrency and --threads must be >= 1")
+        from raynlp.runtime import ray_session
+        from raynlp.serving.batch import (
+            check_input_file,
+            predict_file,
+            request_kind_of,
+            summary_line,
+        )
+
+        # Every line is checked before Ray starts: a bad file fails in seconds, naming its lines.
+        checked = check_input_file(args.input, request_kind_of(args.model))
+        with ray_session(args.address):
+            summary = predict_file(
+                args.model,
+                args.input,
+                args.output,
+                batch_size=args.batch_size,
+                concurrency=args.concurrency,
+                intra_op_threads=args.threads,
+                checked=checked,
+                progress=True,
+            )
+        print(summary_line(summary))
+        return 0
     items = _read_items(args)
     if args.model:
         from raynlp.serving.predictor import OnnxPredictor
 
-        answers = OnnxPredictor(args.model).predict(items)
+        answers = OnnxPredictor(args.model, args.threads).predict(items)
     else:
         import requests
 
@@ -352,25 +416,68 @@ def build_parser() -> argparse.ArgumentParser:
     serve = verb(
         "serve",
         cmd_serve,
-        "Serve an exported model with Ray Serve over HTTP (blocks until Ctrl-C).",
+        "Serve exported models with Ray Serve over HTTP: one gateway, one autoscaled deployment "
+        "per model, an optional multiplexed model store (blocks until Ctrl-C).",
     )
-    serve.add_argument("model_dir", help="exported folder, e.g. runs/demo/export/serving")
+    serve.set_defaults(usage_error=serve.error)
+    serve.add_argument(
+        "models",
+        nargs="*",
+        metavar="[NAME=]FOLDER",
+        help="exported model folders, e.g. runs/demo/export/serving (name: the run's name)",
+    )
+    serve.add_argument("--store", help="model store: every sub-folder <id>/ is model <id>")
+    serve.add_argument("--serve-config", help="Serve config file to run (e.g. serve/platform.yaml)")
     serve.add_argument("--config", help="job YAML whose serve: section to use")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
-    serve.add_argument("--address", help="Ray cluster address")
+    serve.add_argument("--address", help="Ray cluster address (default: a private local Ray)")
+    serve.add_argument(
+        "--ingress",
+        choices=["direct", "proxy"],
+        help="direct (default): the gateway replica is the HTTP server; proxy: Serve's proxy",
+    )
+    serve.add_argument(
+        "--token-env",
+        help="environment variable with the bearer token (default RAYNLP_SERVE_TOKEN)",
+    )
 
     predict = verb(
         "predict",
         cmd_predict,
         "Predict through a running endpoint (--url) or an exported model in-process (--model). "
         "Inputs from args or stdin, one per line: plain text, or a JSON item such as "
-        '{"question": ..., "context": ...} / {"text": ..., "text_pair": ...}.',
+        '{"question": ..., "context": ...} / {"text": ..., "text_pair": ...}. '
+        "With --input FILE.jsonl --output OUT.jsonl: offline batch prediction of a whole file "
+        "with Ray Data (one actor per --threads CPUs of the cluster), answers in input order.",
     )
+    predict.set_defaults(usage_error=predict.error)
     predict.add_argument("texts", nargs="*", help="inputs (default: one per line on stdin)")
     predict.add_argument("--url", default="http://127.0.0.1:8000/predict")
     predict.add_argument("--model", help="exported model folder: predict in-process instead")
     predict.add_argument("--timeout", type=float, default=30.0)
+    predict.add_argument(
+        "--input",
+        metavar="FILE",
+        help="JSONL file, one input per line (plain text, a JSON string or a JSON item; blank "
+        "lines skipped; extra keys such as an id are kept): predict it with Ray Data; needs "
+        "--model and --output. Every line is checked first; bad lines are named, nothing runs",
+    )
+    predict.add_argument(
+        "--output", metavar="FILE", help="JSONL file to write: each input merged with its answer"
+    )
+    predict.add_argument("--batch-size", type=int, default=64, help="items per model call")
+    predict.add_argument(
+        "--concurrency",
+        type=int,
+        help="model actors (default: the cluster's CPUs // --threads)",
+    )
+    predict.add_argument(
+        "--threads", type=int, default=1, help="ONNX Runtime threads (= CPUs) per model copy"
+    )
+    predict.add_argument(
+        "--address", help="Ray cluster address (default: $RAY_ADDRESS or a private local cluster)"
+    )
 
     verb("tasks", cmd_tasks, "List the registered tasks.")
     return parser

@@ -65,6 +65,7 @@ def run_demo(output_dir: str = "runs", port: int = 0) -> int:
     from raynlp.export.pipeline import export_model, format_export_report
     from raynlp.runtime import ray_session
     from raynlp.serving.app import run_app
+    from raynlp.serving.settings import AppConfig
     from raynlp.training.trainer import train
 
     started = time.perf_counter()
@@ -84,10 +85,12 @@ def run_demo(output_dir: str = "runs", port: int = 0) -> int:
         print(format_export_report(report), flush=True)
 
         _banner(4, f"serve with Ray Serve on 127.0.0.1:{config.serve.port}", started)
-        run_app(report["serve_dir"], config.serve, blocking=False)
+        app = AppConfig.from_section(config.serve, {"sentiment": report["serve_dir"]})
+        # The Ray started above is a plain one: Serve's HTTP proxy is the ingress here.
+        run_app(app, config.serve.host, config.serve.port, ingress="proxy")
         try:
             _banner(5, f'ask over HTTP: "{DEMO_QUESTION}"', started)
-            url = f"http://127.0.0.1:{config.serve.port}/predict"
+            url = f"http://127.0.0.1:{config.serve.port}/v1/models/sentiment/predict"
             response = requests.post(url, json={"text": DEMO_QUESTION}, timeout=30)
             response.raise_for_status()
             answer = response.json()

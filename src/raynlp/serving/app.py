@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sys
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -337,3 +339,71 @@ def run_app(
     app = build_app(config)
     serve.start(http_options={"host": host, "port": proxy_port(port, ingress)})
     return serve.run(app, name=name, route_prefix=route_prefix, blocking=blocking)
+
+
+def model_name_for(folder: str | Path) -> str:
+    """Default route name of an exported folder: the run's name for ``runs/<run>/export/<x>``
+    (e.g. ``runs/sentiment/export/serving`` → ``sentiment``), else the folder's own name."""
+    path = Path(folder).expanduser().absolute()
+    name = path.parents[1].name if path.parent.name == "export" else path.name
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", name).lstrip(".-_") or "model"
+
+
+def load_serve_config(path: str | Path) -> tuple[AppConfig, dict[str, Any], str]:
+    """(app arguments, http_options, route_prefix) of a Serve config file's raynlp app."""
+    import yaml
+
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    apps = [
+        a for a in raw.get("applications", []) if a.get("import_path", "").endswith("build_app")
+    ]
+    if len(apps) != 1:
+        raise ValueError(f"{path}: expected one application with import_path ...:build_app")
+    return (
+        parse_app_config(apps[0].get("args") or {}),
+        raw.get("http_options") or {},
+        apps[0].get("route_prefix", "/"),
+    )
+
+
+def serve_until_interrupted(
+    config: AppConfig,
+    host: str,
+    port: int,
+    ingress: str,
+    address: str | None = None,
+    route_prefix: str = "/",
+    blocking: bool = True,
+) -> None:
+    """``raynlp serve``: start a private Ray with ``ingress``'s environment (or join the cluster
+    at ``address``), deploy, print where to reach it, and block until Ctrl-C."""
+    from raynlp.runtime import ray_session
+
+    joining = bool(address or os.environ.get("RAY_ADDRESS")) or ray.is_initialized()
+    if joining and ingress != "proxy":
+        print(
+            "[raynlp] joining a running cluster: direct ingress works only if it was started "
+            f"with {' '.join(f'{k}={v}' for k, v in ingress_env(ingress, port).items())}; "
+            "serving through Serve's proxy instead",
+            flush=True,
+        )
+        ingress = "proxy"
+    with ExitStack() as stack:
+        with serving_env(ingress, port):  # Ray processes inherit it; restored right after
+            stack.enter_context(ray_session(address))
+        try:
+            names = ", ".join(m.name for m in config.models) or "-"
+            store = f"; store: {config.store.path}" if config.store else ""
+            print(f"[raynlp] deploying models: {names}{store}", flush=True)
+            run_app(config, host, port, route_prefix, name=APP_NAME, ingress=ingress)
+            base = f"http://{host}:{port}{route_prefix.rstrip('/')}"
+            print(f"[raynlp] ready: {base}/v1/models (docs: {base}/docs, metrics: {base}/metrics)")
+            if config.auth_token_env and os.environ.get(config.auth_token_env):
+                print(f"[raynlp] bearer token required (from ${config.auth_token_env})")
+            sys.stdout.flush()
+            while blocking:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("[raynlp] stopping", flush=True)
+        finally:
+            serve.shutdown()

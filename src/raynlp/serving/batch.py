@@ -10,9 +10,11 @@ Bad lines fail the whole run before any inference: :func:`check_input_file` read
 on the driver and raises :class:`InputFileError` naming every bad line (``line N: ...``), so a
 long job never dies half-way on line 900,000 and never writes a partial output.
 
-Pipeline: read the file on the driver's node → split into numbered lines → blocks of
-``batch_size`` rows → an actor pool (each actor loads :class:`OnnxPredictor` once, from the
-exported folder, no pickled models) → rows stream back to the driver in order → output file.
+Pipeline: the check notes where every 16th item starts → blocks are byte ranges of the file
+(a few batches each, enough for 4 blocks an actor) → one zero-CPU task on the driver's node
+reads them into numbered lines → an actor pool (each actor loads :class:`OnnxPredictor` once
+from the exported folder: no pickled models) → answers stream back to the driver in input
+order (``preserve_order``) → ``<output>.partial``, renamed to the output at the end.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def request_kind_of(model_dir: str | Path) -> str:
 
 def check_input_file(input_path: str | Path, kind: str) -> InputCheck:
     """Check every line of ``input_path`` for a model of request ``kind``; raise
-    :class:`InputFileError` naming the bad lines. Lines end at ``\n`` only (U+2028 and the
+    :class:`InputFileError` naming the bad lines. Lines end at ``\\n`` only (U+2028 and the
     other breaks of ``str.splitlines`` are valid inside JSON strings)."""
     path = Path(input_path)
     if not path.is_file():
@@ -170,7 +172,7 @@ def plan_blocks(check: InputCheck, rows_per_block: int) -> list[dict[str, int]]:
     ]
 
 
-def rows_per_block(items: int, actors: int, batch_size: int) -> int:
+def block_rows(items: int, actors: int, batch_size: int) -> int:
     """Enough blocks to keep every actor busy (4 each), few enough to keep per-task overhead
     small (up to 8 batches a block)."""
     return min(max(-(-items // (4 * actors)), batch_size), 8 * batch_size)
@@ -276,8 +278,8 @@ def predict_file(
     :func:`check_input_file` when the caller already checked the file (the CLI does, before
     starting Ray); otherwise it is checked here. ``progress``: Ray Data's progress (bars on a
     terminal, periodic log lines otherwise) even where $RAY_DATA_DISABLE_PROGRESS_BARS is set
-    (the CLI sets it for every verb). The input file must be
-    readable on the driver's node; the model folder on every node.
+    (the CLI sets it for every verb). The input file must be readable on the driver's node, the
+    model folder on every node.
     """
     import ray
 
@@ -286,14 +288,14 @@ def predict_file(
     if batch_size < 1 or intra_op_threads < 1 or (concurrency is not None and concurrency < 1):
         raise ValueError("batch_size, concurrency and intra_op_threads must be >= 1")
     if input_path.resolve() == output_path.resolve():
-        raise ValueError("--output must differ from --input")
+        raise ValueError(f"the output file {output_path} is the input file")
     checked = checked or check_input_file(input_path, request_kind_of(model_dir))
     wanted = concurrency or default_concurrency(intra_op_threads)
 
     # Tiny descriptors, one block each; the reading runs on the driver's node, where the
     # file is (as Ray does for local:// paths), one task at a time and with no CPU reserved:
     # the actors may hold every CPU, and a 1-CPU task (a read, a repartition) would never start.
-    blocks = plan_blocks(checked, rows_per_block(checked.items, wanted, batch_size))
+    blocks = plan_blocks(checked, block_rows(checked.items, wanted, batch_size))
     actors = min(wanted, len(blocks))
     ds = ray.data.from_items(blocks, override_num_blocks=len(blocks))
     ds = ds.map_batches(
@@ -320,10 +322,10 @@ def predict_file(
             handle.write("".join(f"{line}\n" for line in lines))
             done += len(lines)
             first_answers_s = first_answers_s or time.perf_counter() - started
-    if done != checked.items:
-        raise InputFileError(
-            f"{input_path} changed while predicting: {done} answers for {checked.items} items"
-        )
+        if done != checked.items:  # before the rename: no output rather than a wrong one
+            raise InputFileError(
+                f"{input_path} changed while predicting: {done} answers for {checked.items} items"
+            )
     seconds = time.perf_counter() - started
     return {
         "rows": done,
