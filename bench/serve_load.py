@@ -106,6 +106,23 @@ def in_process_p50(model: Path, sentences: list[str], n: int = 300) -> float:
     return percentile(times, 0.5)
 
 
+def in_process_ceiling(model: Path, sentences: list[str], batch: int = 16) -> dict[str, float]:
+    """Sentences/s of the bare model (tokenizer + ONNX Runtime) on this machine, nothing else
+    running: no server can answer faster than this."""
+    from raynlp.serving.predictor import OnnxPredictor
+
+    ceiling = {}
+    for threads in (1, 2):
+        predictor = OnnxPredictor(model, intra_op_threads=threads)
+        predictor.predict([{"text": t} for t in sentences[:batch]])
+        started, done = time.perf_counter(), 0
+        for i in range(0, len(sentences) - batch + 1, batch):
+            predictor.predict([{"text": t} for t in sentences[i : i + batch]])
+            done += batch
+        ceiling[f"threads_{threads}"] = round(done / (time.perf_counter() - started), 1)
+    return ceiling
+
+
 def measure(url: str, sentences: list[str], seconds: float, clients: int) -> dict[str, Any]:
     """Sequential p50, then ``clients`` concurrent clients for ``seconds``."""
     session = requests.Session()
@@ -208,6 +225,7 @@ def one(spec: dict[str, Any], out: str) -> None:
         max_replicas=1,
         batch_wait_timeout_s=spec["batch_wait_timeout_s"],
         intra_op_threads=spec["intra_op_threads"],
+        replica_cpus=1,  # threads are not reservations: 2 threads must still fit on 2 CPUs
     )
     with serving_env(spec["ingress"], port):
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
@@ -242,6 +260,8 @@ def main() -> None:
     model_dir, int8 = build_models(root)
     floor = in_process_p50(int8, sentences)
     print(f"[bench] in-process p50 (tokenizer + ONNX INT8, 1 thread): {floor:.2f} ms", flush=True)
+    ceiling = in_process_ceiling(int8, sentences)
+    print(f"[bench] in-process throughput at batch 16 (sentences/s): {ceiling}", flush=True)
 
     print(f"[bench] naive FastAPI + transformers pipeline, {args.clients} clients ...", flush=True)
     naive = run_naive(model_dir, sentences, args.seconds, args.clients)
@@ -275,6 +295,9 @@ def main() -> None:
         "fastest_option": fastest,
         "lowest_overhead_option": lowest,
         "in_process_p50_ms": round(floor, 2),
+        "in_process_rps_batch16": ceiling,
+        # The best any server could reach here: the bare model on both cores, nothing else.
+        "ceiling_ratio_vs_naive": round(max(ceiling.values()) / naive["rps"], 2),
         "naive": naive,
         "options": rows,
         "clients": args.clients,
@@ -300,6 +323,8 @@ def main() -> None:
         print(f"{name:<18}{r['sequential_p50_ms']:>9.2f}{r['overhead_ms_p50']:>10.2f}"
               f"{r['rps']:>8.1f}{r['p50_ms']:>8.2f}{r['p99_ms']:>8.2f}{r['errors']:>5}{mark}")  # fmt: skip
     print(f"(* = default; in-process p50 {floor:.2f} ms; {args.clients} clients, {args.seconds} s)")
+    print(f"bare model, batch 16, nothing else running: {ceiling} sentences/s = "
+          f"{result['ceiling_ratio_vs_naive']}x naive at most")  # fmt: skip
     print(json.dumps({k: result[k] for k in ("throughput_ratio_vs_naive", "overhead_ms_p50",
                                               "errors", "p99_ms", "goals_met")}))  # fmt: skip
     write_result("serve", result)

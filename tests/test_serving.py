@@ -591,3 +591,20 @@ def test_reject_mode_refuses_inputs_longer_than_the_model(tiny_int8_model: Path)
         else:
             assert [a["truncated"] for a in response.json()] == [False, True]
         assert client.post("/v1/models/sentiment/predict", json={"text": "ok"}).status_code == 200
+
+
+@pytest.mark.timeout(RAY_TIMEOUT_S)
+def test_cli_predict_asks_the_server(serve_url: str, predictor: Any, capsys, monkeypatch) -> None:
+    from raynlp.cli import main as raynlp
+
+    monkeypatch.setenv("RAYNLP_SERVE_TOKEN", TOKEN)
+    assert raynlp(["predict", "--url", serve_url, "--name", "sentiment", "great", "awful"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["text"] for line in lines] == ["great", "awful"]
+    for line, local in zip(lines, predictor.predict(["great", "awful"]), strict=True):
+        _assert_same(line, local)
+    assert raynlp(["predict", "--url", serve_url, "great"]) == 2  # three models: --name needed
+    assert "pick one with --name" in capsys.readouterr().err
+    monkeypatch.delenv("RAYNLP_SERVE_TOKEN")
+    assert raynlp(["predict", "--url", serve_url, "--name", "sentiment", "great"]) == 2
+    assert "401" in capsys.readouterr().err

@@ -223,6 +223,34 @@ def _read_items(args: argparse.Namespace) -> list[dict[str, str]]:
     return items
 
 
+def _auth_headers() -> dict[str, str]:
+    token = os.environ.get("RAYNLP_SERVE_TOKEN")
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+def _endpoint(args: argparse.Namespace, requests: Any) -> tuple[str, dict[str, Any]]:
+    """(predict URL, model card) for --url: a server base URL (+ --name, or its only model) or
+    a full .../v1/models/NAME/predict URL."""
+    url = args.url.rstrip("/")
+    if url.endswith("/predict"):
+        card_url = url.removesuffix("/predict")
+    else:
+        name = args.name
+        if name is None:
+            listed = requests.get(f"{url}/v1/models", timeout=args.timeout, headers=_auth_headers())
+            if listed.status_code != 200:
+                raise ValueError(f"{url}/v1/models: {listed.status_code} {listed.text[:300]}")
+            names = [model["name"] for model in listed.json()["models"]]
+            if len(names) != 1:
+                raise ValueError(f"the server hosts {', '.join(names)}: pick one with --name")
+            name = names[0]
+        card_url = f"{url}/v1/models/{name}"
+    card = requests.get(card_url, timeout=args.timeout, headers=_auth_headers())
+    if card.status_code != 200:
+        raise ValueError(f"{card_url}: {card.status_code} {card.text[:300]}")
+    return f"{card_url}/predict", card.json()
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.input or args.output:
         if not args.input:
@@ -266,10 +294,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         import requests
 
-        info = requests.get(args.url.rsplit("/", 1)[0] + "/info", timeout=args.timeout)
-        kind = info.json().get("request_kind", "text") if info.ok else "text"
+        predict_url, card = _endpoint(args, requests)
+        kind = card["request_kind"]
         body = {LIST_KEYS[kind]: items if kind != "text" else [i["text"] for i in items]}
-        response = requests.post(args.url, json=body, timeout=args.timeout)
+        response = requests.post(
+            predict_url, json=body, timeout=args.timeout, headers=_auth_headers()
+        )
         if response.status_code != 200:
             print(f"error {response.status_code}: {response.text}", file=sys.stderr)
             return 1
@@ -453,7 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.set_defaults(usage_error=predict.error)
     predict.add_argument("texts", nargs="*", help="inputs (default: one per line on stdin)")
-    predict.add_argument("--url", default="http://127.0.0.1:8000/predict")
+    predict.add_argument(
+        "--url",
+        default="http://127.0.0.1:8000",
+        help="raynlp server (with --name) or a full .../v1/models/NAME/predict URL; "
+        "$RAYNLP_SERVE_TOKEN is sent as the bearer token when set",
+    )
+    predict.add_argument("--name", help="model to ask (default: the server's only model)")
     predict.add_argument("--model", help="exported model folder: predict in-process instead")
     predict.add_argument("--timeout", type=float, default=30.0)
     predict.add_argument(

@@ -34,7 +34,6 @@ SERVING_LINK = "serving"
 """``<export>/serving`` links to the chosen variant's folder."""
 
 
-
 def choose_variant(
     variants: dict[str, Any],
     min_agreement: float,

@@ -50,6 +50,8 @@ STORE = "Store"
 RETRIES = 4
 """Calls to a model deployment are retried this many times when its replica died under them."""
 RETRYABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+GATEWAY_BATCHES_IN_FLIGHT = 4
+"""Batches per model the gateway keeps in flight (so replicas never wait for the gateway)."""
 
 
 def predict_isolated(predictor: Any, items: list[Any]) -> list[dict[str, Any] | Exception]:
@@ -82,9 +84,11 @@ def load_predictor(folder: Path, threads: int) -> Any:
     return predictor
 
 
-def _configure_batching(method: Any, settings: DeploymentSettings) -> None:
+def _configure_batching(method: Any, settings: DeploymentSettings, wait: bool = True) -> None:
+    """Replica-side batching: the gateway already waited ``batch_wait_timeout_s`` to fill each
+    batch, so a replica only merges what is queued (calls from several gateway batches)."""
     method.set_max_batch_size(settings.max_batch_size)
-    method.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+    method.set_batch_wait_timeout_s(settings.batch_wait_timeout_s if wait else 0.0)
 
 
 def _unpack(results: list[tuple[dict[str, Any] | Exception, int]]) -> dict[str, list]:
@@ -102,7 +106,7 @@ class ModelDeployment:
     def __init__(self, entry: dict[str, Any]) -> None:
         self.entry = ModelEntry.model_validate(entry)
         self.predictor = load_predictor(Path(self.entry.path), self.entry.intra_op_threads)
-        _configure_batching(self._batch, self.entry)
+        _configure_batching(self._batch, self.entry, wait=False)
 
     def check_health(self) -> None:
         if self.predictor.model is None:
@@ -136,7 +140,7 @@ class StoreDeployment:
         self.get_model = serve.multiplexed(
             max_num_models_per_replica=self.entry.max_models_per_replica
         )(load)
-        _configure_batching(self._batch, self.entry)
+        _configure_batching(self._batch, self.entry, wait=False)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def _batch(self, pairs: list[tuple[str, dict[str, str]]]) -> list[tuple[Any, int]]:
@@ -174,9 +178,11 @@ class Gateway:
             for entry in self.config.models
         }
         self.handles = models
+        self.entries = {entry.name: entry for entry in self.config.models}
+        self._senders: dict[str, Any] = {}
         self.store = ModelStore(self.config.store.path) if self.config.store else None
         self.store_handle = store
-        self.metrics = ServingMetrics()
+        self.metrics = ServingMetrics(export_to_ray=self.config.ray_metrics)
         env = self.config.auth_token_env
         self.token = os.environ.get(env) or None if env else None
 
@@ -201,17 +207,41 @@ class Gateway:
         return self.store.card(name)
 
     async def predict(self, name: str, items: list[dict[str, str]]) -> tuple[list, list[int]]:
-        if name in self.handles:
-            handle = self.handles[name]
-        elif self.store is not None and self.store_handle is not None:
+        """Answers for ``items``: each item joins the model's gateway-side batch, so concurrent
+        requests cross to the model replicas in one call per batch, not one per request."""
+        if name not in self.handles:
             self.card(name)  # UnknownModel unless the store holds it
-            handle = self.store_handle.options(multiplexed_model_id=name)
+        sender = self._senders.get(name) or self._make_sender(name)
+        results = await asyncio.gather(*(sender(item) for item in items))
+        return [answer for answer, _ in results], [size for _, size in results]
+
+    def _make_sender(self, name: str) -> Any:
+        """A ``@serve.batch`` function that sends a whole batch of items for ``name`` at once."""
+        settings: DeploymentSettings
+        if name in self.handles:
+            handle, settings = self.handles[name], self.entries[name]
         else:
-            raise UnknownModel(name, self.names())
+            assert self.store_handle is not None and self.config.store is not None
+            handle = self.store_handle.options(multiplexed_model_id=name)
+            settings = self.config.store
+
+        async def send(items: list[dict[str, str]]) -> list[tuple[dict[str, Any], int]]:
+            result = await self._call(name, handle, items)
+            return list(zip(result["answers"], result["batch_sizes"], strict=True))
+
+        sender = serve.batch(
+            max_batch_size=settings.max_batch_size,
+            batch_wait_timeout_s=settings.batch_wait_timeout_s,
+            max_concurrent_batches=GATEWAY_BATCHES_IN_FLIGHT,
+        )(send)
+        self._senders[name] = sender
+        return sender
+
+    async def _call(self, name: str, handle: DeploymentHandle, items: list) -> dict[str, list]:
+        """One call to the model's deployment, retried when the replica died under it."""
         for attempt in range(RETRIES + 1):
             try:
-                result = await handle.predict.remote(items)
-                return result["answers"], result["batch_sizes"]
+                return await handle.predict.remote(items)
             except RETRYABLE:
                 if attempt == RETRIES:
                     raise ApiError(

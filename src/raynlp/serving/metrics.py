@@ -1,8 +1,9 @@
 """Per-model serving metrics: request count by status, latency histogram, batch sizes.
 
-Recorded twice: in the gateway's own Prometheus registry (``GET /metrics`` on the app, text
-exposition format, works without any Ray metrics setup) and as Ray Serve custom metrics, which
-Ray exports next to Serve's built-in ones (``ray_serve_*``) on each node's metrics port.
+Recorded in the gateway's own Prometheus registry (``GET /metrics`` on the app, text exposition
+format, works without any Ray metrics setup) and, with ``ray_metrics: true``, also as Ray Serve
+custom metrics, which Ray exports next to Serve's built-in ones (``ray_serve_*``) on each node's
+metrics port.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 class ServingMetrics:
     """The gateway's metrics; ``render()`` is the ``/metrics`` body."""
 
-    def __init__(self) -> None:
+    def __init__(self, export_to_ray: bool = False) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "raynlp_requests",
@@ -39,7 +40,8 @@ class ServingMetrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
-        self._ray = _ray_metrics()
+        # Off by default: on a 2-core machine Ray's metrics agent cost ~10% of the throughput.
+        self._ray = _ray_metrics() if export_to_ray else None
 
     def record(self, model: str, status: int, seconds: float | None = None,
                batch_sizes: list[int] | None = None) -> None:  # fmt: skip

@@ -112,6 +112,11 @@ class AppConfig(_Section):
         "variable is set on the gateway replica (unset: no auth).",
     )
     gateway_cpus: float = Field(DEFAULT.gateway_cpus, ge=0)
+    ray_metrics: bool = Field(
+        False,
+        description="Also record the per-model metrics as Ray Serve custom metrics (exported "
+        "on Ray's metrics port next to Serve's own); GET /metrics has them either way.",
+    )
 
     @model_validator(mode="before")
     @classmethod
