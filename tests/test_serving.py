@@ -608,3 +608,20 @@ def test_cli_predict_asks_the_server(serve_url: str, predictor: Any, capsys, mon
     monkeypatch.delenv("RAYNLP_SERVE_TOKEN")
     assert raynlp(["predict", "--url", serve_url, "--name", "sentiment", "great"]) == 2
     assert "401" in capsys.readouterr().err
+
+
+def test_replicas_shrink_to_fit_a_small_cluster() -> None:
+    from raynlp.serving.app import fit_to_cluster
+
+    config = AppConfig(
+        models=[ModelEntry(name="a", path="m"), ModelEntry(name="b", path="m", replica_cpus=0.5)],
+        store={"path": "s"},
+    )
+    same, note = fit_to_cluster(config, 8.0)
+    assert same == config and note is None
+    fitted, note = fit_to_cluster(config, 2.0)  # 0.1 + 1 + 0.5 + 1 = 2.6 > 2
+    assert note and "reserves 0.7 CPU" in note
+    assert [m.replica_cpus for m in fitted.models] == [0.7, 0.5]  # explicit 0.5 kept
+    assert fitted.store is not None and fitted.store.replica_cpus == 0.7
+    with pytest.raises(ValueError, match="needs 2.6 CPUs to start"):
+        fit_to_cluster(config, 0.6)

@@ -179,3 +179,32 @@ def test_cli_lists_the_five_tasks(capsys) -> None:
     assert raynlp(["tasks"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert names == ["classification", "ner", "qa", "similarity", "summarization"]
+
+
+@pytest.mark.timeout(600)
+def test_a_model_that_cannot_load_never_takes_traffic(
+    base_url: str, exported: dict[str, Path], tmp_path: Path
+) -> None:
+    """A replica is ready only after loading its model and a warm-up inference: a corrupt
+    model fails its deployment (with the load error), and the running app is unaffected."""
+    import shutil
+
+    from ray import serve
+
+    from raynlp.serving.app import build_app
+
+    broken = tmp_path / "broken"
+    shutil.copytree(exported["similarity"], broken)
+    for onnx in broken.glob("*.onnx"):
+        onnx.write_bytes(b"this is not an ONNX graph")
+    app = build_app({"models": [{"name": "broken", "path": str(broken), "replica_cpus": 0.25}]})
+    try:
+        with pytest.raises(RuntimeError, match="Deploying application broken failed"):
+            serve.run(app, name="broken", route_prefix="/broken")
+        status = serve.status().applications["broken"].deployments["Model_broken"]
+        assert status.replica_states.get("RUNNING", 0) == 0, status
+        assert "onnx" in status.message.lower() or "protobuf" in status.message.lower(), status
+    finally:
+        serve.delete("broken")
+    answer = _post(f"{base_url}/v1/models/similarity/predict", GOOD["similarity"][0])
+    assert answer.status_code == 200, answer.text

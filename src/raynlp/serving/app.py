@@ -17,6 +17,7 @@ the model work is the Ray-free :class:`~raynlp.serving.predictor.OnnxPredictor`.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import sys
@@ -92,10 +93,13 @@ def _configure_batching(method: Any, settings: DeploymentSettings, wait: bool = 
 
 
 def _unpack(results: list[tuple[dict[str, Any] | Exception, int]]) -> dict[str, list]:
-    for answer, _ in results:
-        if isinstance(answer, Exception):
-            raise answer
-    return {"answers": [a for a, _ in results], "batch_sizes": [s for _, s in results]}
+    """Per-item answers, batch sizes and errors (an item that broke the model fails alone)."""
+    return {
+        "answers": [None if isinstance(a, Exception) else a for a, _ in results],
+        "batch_sizes": [size for _, size in results],
+        "errors": [f"{type(a).__name__}: {a}" if isinstance(a, Exception) else None
+                   for a, _ in results],
+    }  # fmt: skip
 
 
 @serve.deployment
@@ -119,7 +123,7 @@ class ModelDeployment:
         return [(answer, len(items)) for answer in answers]
 
     async def predict(self, items: list[dict[str, str]]) -> dict[str, list]:
-        """``{"answers": [...], "batch_sizes": [...]}`` in item order; raises an item's error."""
+        """``{"answers", "batch_sizes", "errors"}``: lists in item order."""
         return _unpack(list(await asyncio.gather(*(self._batch(item) for item in items))))
 
 
@@ -213,7 +217,10 @@ class Gateway:
             self.card(name)  # UnknownModel unless the store holds it
         sender = self._senders.get(name) or self._make_sender(name)
         results = await asyncio.gather(*(sender(item) for item in items))
-        return [answer for answer, _ in results], [size for _, size in results]
+        for index, (_, _, error) in enumerate(results):
+            if error is not None:  # validated input should never get here; say what happened
+                raise ApiError(500, f"model '{name}' failed on item {index}: {error}", "model")
+        return [answer for answer, _, _ in results], [size for _, size, _ in results]
 
     def _make_sender(self, name: str) -> Any:
         """A ``@serve.batch`` function that sends a whole batch of items for ``name`` at once."""
@@ -225,9 +232,11 @@ class Gateway:
             handle = self.store_handle.options(multiplexed_model_id=name)
             settings = self.config.store
 
-        async def send(items: list[dict[str, str]]) -> list[tuple[dict[str, Any], int]]:
+        async def send(items: list[dict[str, str]]) -> list[tuple[Any, int, str | None]]:
             result = await self._call(name, handle, items)
-            return list(zip(result["answers"], result["batch_sizes"], strict=True))
+            return list(
+                zip(result["answers"], result["batch_sizes"], result["errors"], strict=True)
+            )
 
         sender = serve.batch(
             max_batch_size=settings.max_batch_size,
@@ -281,6 +290,51 @@ def resolve_paths(config: AppConfig) -> AppConfig:
     if store is not None:
         store = store.model_copy(update={"path": str(ModelStore(store.path).root)})
     return config.model_copy(update={"models": models, "store": store})
+
+
+def fit_to_cluster(config: AppConfig, cluster_cpus: float) -> tuple[AppConfig, str | None]:
+    """``config`` with its replicas' CPU reservations shrunk so that every deployment's
+    ``min_replicas`` fit on ``cluster_cpus`` (only deployments whose ``replica_cpus`` was left
+    unset are changed), and a note saying so; ValueError when even that cannot fit.
+
+    Without this, three models on a 2-CPU laptop wait forever for CPUs that never come.
+    """
+
+    def cpus(d: DeploymentSettings) -> float:
+        return float(d.deployment_options()["ray_actor_options"]["num_cpus"])
+
+    deployments: list[DeploymentSettings] = [*config.models]
+    if config.store is not None:
+        deployments.append(config.store)
+    need = config.gateway_cpus + sum(max(1, d.min_replicas) * cpus(d) for d in deployments)
+    if need <= cluster_cpus + 1e-9:
+        return config, None
+    flexible = [d for d in deployments if d.replica_cpus is None]
+    fixed = config.gateway_cpus + sum(
+        max(1, d.min_replicas) * cpus(d) for d in deployments if d.replica_cpus is not None
+    )
+    slots = sum(max(1, d.min_replicas) for d in flexible)
+    share = math.floor((cluster_cpus - fixed) / slots * 100) / 100 if slots else 0.0
+    if share < 0.05:
+        raise ValueError(
+            f"the app needs {need:g} CPUs to start (gateway {config.gateway_cpus:g} + "
+            f"min_replicas × replica_cpus per model) but the cluster has {cluster_cpus:g}: "
+            "lower replica_cpus or min_replicas, or add nodes"
+        )
+    shrink = {id(d) for d in flexible}
+
+    def fitted(d: Any) -> Any:
+        return d.model_copy(update={"replica_cpus": share}) if id(d) in shrink else d
+
+    store = fitted(config.store) if config.store is not None else None
+    fitted_config = config.model_copy(
+        update={"models": [fitted(m) for m in config.models], "store": store}
+    )
+    note = (
+        f"[raynlp] {len(deployments)} deployment(s) need {need:g} CPUs at min_replicas; the "
+        f"cluster has {cluster_cpus:g}: each replica without replica_cpus reserves {share:g} CPU"
+    )
+    return fitted_config, note
 
 
 def build_app(args: dict[str, Any] | AppConfig) -> Application:
@@ -366,6 +420,11 @@ def run_app(
     replica has loaded its model and run a warm-up inference; with ``blocking=True`` it then
     waits until Ctrl-C. If Serve is already running, its HTTP options stay as they are.
     """
+    config, note = fit_to_cluster(
+        parse_app_config(config), float(ray.cluster_resources().get("CPU", 0.0))
+    )
+    if note:
+        print(note, flush=True)
     app = build_app(config)
     serve.start(http_options={"host": host, "port": proxy_port(port, ingress)})
     return serve.run(app, name=name, route_prefix=route_prefix, blocking=blocking)

@@ -219,6 +219,11 @@ def build_api(backend: Backend) -> FastAPI:
         record_refusal(request, 404)
         return error_response(404, str(exc).strip("'\""), "model")
 
+    async def on_server_error(request: Request, exc: Exception) -> JSONResponse:
+        record_refusal(request, 500)  # a bug, not bad input: say so without a traceback
+        return error_response(500, f"internal error ({type(exc).__name__}); see the logs", "server")
+
+    api.add_exception_handler(Exception, on_server_error)
     api.add_exception_handler(RequestValidationError, on_validation_error)
     api.add_exception_handler(ValidationError, on_validation_error)
     api.add_exception_handler(StarletteHTTPException, on_http_error)
