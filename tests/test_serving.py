@@ -623,5 +623,5 @@ def test_replicas_shrink_to_fit_a_small_cluster() -> None:
     assert note and "reserves 0.7 CPU" in note
     assert [m.replica_cpus for m in fitted.models] == [0.7, 0.5]  # explicit 0.5 kept
     assert fitted.store is not None and fitted.store.replica_cpus == 0.7
-    with pytest.raises(ValueError, match="needs 2.6 CPUs to start"):
+    with pytest.raises(ValueError, match=r"needs 2\.6 CPUs to start"):
         fit_to_cluster(config, 0.6)
