@@ -46,6 +46,8 @@ OPTIONS: list[dict[str, Any]] = [
      "intra_op_threads": 1},
     {"name": "direct_2_threads", "ingress": "direct", "batch_wait_timeout_s": 0.005,
      "intra_op_threads": 2},
+    {"name": "direct_wait_1ms_2_threads", "ingress": "direct", "batch_wait_timeout_s": 0.001,
+     "intra_op_threads": 2},
     {"name": "throughput_mode", "ingress": "throughput", "batch_wait_timeout_s": 0.005,
      "intra_op_threads": 1},
 ]  # fmt: skip

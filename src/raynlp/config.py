@@ -436,7 +436,13 @@ class ServeSection(_Section):
     port: int = Field(8000, ge=1, le=65535)
     route_prefix: str = "/"
     max_batch_size: int = Field(16, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=1.0)
+    batch_wait_timeout_s: float = Field(
+        0.001,
+        ge=0.0,
+        le=1.0,
+        description="How long a batch waits to fill (bench/serve_load: 1 ms kept 5 ms's "
+        "throughput at 7.5 ms lower latency).",
+    )
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
     target_ongoing_requests: float = Field(8.0, gt=0)
