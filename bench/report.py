@@ -149,7 +149,8 @@ def serve_rows(result: dict[str, Any]) -> list[str]:
         f"{default['rps']:.0f} vs {naive['rps']:.0f} req/s → throughput_ratio_vs_naive "
         f"**{fmt(result['throughput_ratio_vs_naive'])}×**; p99_ms **{fmt(result['p99_ms'], 1)}**; "
         f"errors **{result['errors']}**; overhead_ms_p50 (sequential HTTP − in-process "
-        f"{result['in_process_p50_ms']:.1f} ms) **{fmt(result['overhead_ms_p50'], 1)}** | "
+        f"{result['in_process_p50_ms']:.1f} ms) **{fmt(result['overhead_ms_p50'], 1)}**; the "
+        f"bare model alone tops out at {fmt(result['ceiling_ratio_vs_naive'])}× naive here | "
         f"≥ 5×, ≤ 2 ms, 0 errors | {where} |",
         f"| serve_load: every option (req/s, overhead over in-process p50) | {options} | — | "
         f"{where} |",
