@@ -1,4 +1,4 @@
-"""Request/response models of the sentiment HTTP API and the arguments of the Serve app builder.
+"""Request/response models of the serving HTTP API (one request kind and answer per task).
 
 The request model is strict: exactly one of ``text`` / ``texts``, no unknown fields, no type
 coercion, no empty or whitespace-only text, and per-deployment limits on text length and list
@@ -297,29 +297,6 @@ RESPONSE_MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-class BatchStats(BaseModel):
-    """What ``@serve.batch`` did in the answering replica since it started."""
-
-    max_batch_size: int
-    batch_wait_timeout_s: float
-    batches: int = Field(description="Model calls made.")
-    items: int = Field(description="Texts predicted.")
-    largest_batch: int = Field(description="Most texts in one model call.")
-
-
-class InfoResponse(BaseModel):
-    """The model a replica serves and its request limits."""
-
-    task: str
-    request_kind: str = "text"
-    labels: list[str] | None
-    model_dir: str
-    base_model: str | None = None
-    max_text_chars: int
-    max_items: int
-    batching: BatchStats
-
-
 class HealthResponse(BaseModel):
     status: str = "ok"
 
@@ -334,44 +311,6 @@ class ErrorResponse(BaseModel):
 
     message: str = Field(description="All problems in one readable line.")
     errors: list[ErrorItem]
-
-
-_ARG_FIELDS_SET_ELSEWHERE = {
-    "host": "http_options.host of the Serve config",
-    "port": "http_options.port of the Serve config",
-    "route_prefix": "the application's route_prefix",
-}
-
-
-class AppArgs(ServeSection):
-    """Arguments of :func:`raynlp.serving.app.build_app`: a model folder plus ServeSection keys.
-
-    ``host``, ``port`` and ``route_prefix`` belong to the Serve config itself, so setting them
-    here is an error rather than being silently ignored.
-    """
-
-    model_dir: str = Field(
-        min_length=1, description="Exported ONNX folder; must be readable from every replica."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_http_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key, where in _ARG_FIELDS_SET_ELSEWHERE.items():
-                if key in data:
-                    raise ValueError(f"'{key}' is not an app argument; set it in {where}")
-        return data
-
-    @classmethod
-    def from_section(cls, model_dir: str, section: ServeSection) -> AppArgs:
-        """App arguments from a job config's serve section (its HTTP keys are left out)."""
-        values = section.model_dump(exclude=set(_ARG_FIELDS_SET_ELSEWHERE))
-        return cls(model_dir=model_dir, **values)
-
-    def builder_args(self) -> dict[str, Any]:
-        """Plain ``args`` mapping that validates back to these arguments (HTTP keys left out)."""
-        return self.model_dump(exclude=set(_ARG_FIELDS_SET_ELSEWHERE))
 
 
 _NOT_AN_OBJECT = (
