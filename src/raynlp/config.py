@@ -440,8 +440,8 @@ class ServeSection(_Section):
         0.001,
         ge=0.0,
         le=1.0,
-        description="How long a batch waits to fill (bench/serve_load: 1 ms kept 5 ms's "
-        "throughput at 7.5 ms lower latency).",
+        description="How long a batch waits to fill (bench/serve_load: 1 ms gave about 5 ms's "
+        "req/s at 5-7 ms lower sequential latency).",
     )
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
