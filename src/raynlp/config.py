@@ -477,11 +477,14 @@ class ServeSection(_Section):
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> ServeSection:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
-            )
+        check_replica_bounds(self.min_replicas, self.max_replicas)
         return self
+
+
+def check_replica_bounds(min_replicas: int, max_replicas: int) -> None:
+    """The one autoscaling-bounds rule, shared by the serve section and each deployment."""
+    if min_replicas > max_replicas:
+        raise ValueError(f"min_replicas ({min_replicas}) must be <= max_replicas ({max_replicas})")
 
 
 SPACE_KINDS = ("loguniform", "uniform", "choice", "randint", "grid")

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from raynlp.config import ServeSection, _Section
+from raynlp.config import ServeSection, _Section, check_replica_bounds
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 """Model names and store ids: a letter or digit, then letters, digits, '_', '.', '-' (≤ 64).
@@ -42,10 +42,7 @@ class DeploymentSettings(_Section):
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> DeploymentSettings:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
-            )
+        check_replica_bounds(self.min_replicas, self.max_replicas)
         return self
 
     def deployment_options(self) -> dict[str, Any]:
