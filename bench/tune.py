@@ -7,7 +7,9 @@ The packaged MiniLM fine-tuned on an SST-2 subset by ``raynlp tune`` twice, over
 (learning rate × batch size, 8 configurations, ``search_alg: grid``) with the same
 ``training.seed``: once with ``scheduler: fifo`` (every trial runs all its epochs) and once with
 ``scheduler: asha`` (trials below the rung cutoff stop at epoch rungs). Each trial is one 1-CPU
-Ray Train + DeepSpeed worker; two trials run at a time on 2 CPUs.
+Ray Train + DeepSpeed worker; two trials run at a time on 2 CPUs, so ASHA runs as synchronous
+successive halving (``tune.asha.synchronous: auto``): with grace 1 and factor 4 over 6 epochs,
+8 trials train to epoch 1, the best 2 to epoch 4, the best one to epoch 6.
 
 Reported: total optimizer steps of all trials, trial-epochs run, wall time and the best
 validation accuracy of each search; ``compute_ratio`` = ASHA steps / FIFO steps and
@@ -57,6 +59,7 @@ def job(scheduler: str, data_dir: Path, output: str, args: argparse.Namespace) -
             "scheduler": scheduler,
             "asha": {"grace_period": 1, "reduction_factor": args.reduction_factor},
             "checkpoints_to_keep": 1,
+            "max_concurrent_trials": 2,
         },
     }
 
@@ -99,9 +102,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="folder with sst2/train.tsv, dev.tsv")
     parser.add_argument("--train-rows", type=int, default=400)
-    parser.add_argument("--validation-rows", type=int, default=300)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--reduction-factor", type=float, default=3.0)
+    parser.add_argument("--validation-rows", type=int, default=None, help="default: all 872")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--reduction-factor", type=float, default=4.0)
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
     if not (data_dir / "sst2" / "train.tsv").is_file():
@@ -117,6 +120,12 @@ def main() -> None:
             results[scheduler] = run_one(scheduler, data_dir, output, args)
             print(f"=== {scheduler}: {results[scheduler]}", flush=True)
 
+    from raynlp.config import parse_job_config
+    from raynlp.tuning.tuner import describe_scheduler
+
+    plan = describe_scheduler(
+        parse_job_config(job("asha", data_dir, "x", args)), args.epochs, parallel=2
+    )
     fifo, asha = results["fifo"], results["asha"]
     compute_ratio = asha["total_steps"] / fifo["total_steps"]
     accuracy_gap = fifo["best_accuracy"] - asha["best_accuracy"]
@@ -141,12 +150,13 @@ def main() -> None:
             "fifo": fifo,
             "asha": asha,
             "setup": {
-                "data": "GLUE SST-2: first N rows of train after a seeded shuffle; first M of dev",
+                "data": "GLUE SST-2: first N rows of train after a seeded shuffle; dev (all or first M)",
                 "train_rows": args.train_rows,
                 "validation_rows": args.validation_rows,
                 "epochs": args.epochs,
                 "grid": {"learning_rate": LEARNING_RATES, "batch_size": BATCH_SIZES},
                 "asha": {"grace_period": 1, "reduction_factor": args.reduction_factor},
+                "asha_plan": plan,
                 "model": "packaged all-MiniLM-L6-v2 (6 layers, 22.7M params)",
                 "trial": "1 Ray Train worker (1 CPU), DeepSpeed ZeRO-2; 2 trials at a time",
                 "seed": 42,

@@ -135,7 +135,13 @@ def test_asha_search_stops_weak_trials_and_exports_the_best(
     tmp_path: Path, tiny_base_model: Path, ray_local
 ):
     """4 trials (a good and a useless learning rate, twice), one 1-CPU worker each, 2 at a
-    time: ASHA stops a trial after its first epoch; the best trial's model is consolidated."""
+    time, so ASHA runs synchronously: every trial pauses at epochs 1 and 2 until all live ones
+    got there, then the better half goes on from its own checkpoint (4 → 2 → 1 trials); the
+    best trial's model is consolidated."""
+    import json
+
+    import ray
+
     job = tiny_job(
         tmp_path,
         tiny_base_model,
@@ -153,8 +159,15 @@ def test_asha_search_stops_weak_trials_and_exports_the_best(
 
     ok = [t for t in result.trials if t["status"] == "ok"]
     assert len(ok) == 4
-    assert any(t["stopped_early"] and t["epochs_run"] < 3 for t in ok)  # ASHA stopped one
-    assert any(t["epochs_run"] == 3 for t in ok)
+    assert sorted(t["epochs_run"] for t in ok) == [1, 1, 2, 3]  # halved at each rung
+    assert [t["stopped_early"] for t in ok].count(True) == 3
+    # the trials that went on resumed from their own rung checkpoints, with continuous steps
+    starts = [json.loads(p.read_text()) for p in (result.run_dir / "trials/starts").glob("*")]
+    assert sorted(s["epoch"] for s in starts) == [1, 1, 2]
+    assert all(s["from_trial"] == s["trial"] for s in starts)
+    longest = max(ok, key=lambda t: t["epochs_run"])
+    assert longest["steps"] == 3 * 256 // 32
+    assert not [a for a in ray.util.list_named_actors() if "raynlp_tune_slots" in a]
     best = result.best["best"]
     assert best["val_accuracy"] == max(t["val_accuracy"] for t in ok)
 
@@ -173,12 +186,39 @@ def test_asha_search_stops_weak_trials_and_exports_the_best(
     assert best_config.training.learning_rate == best["learning_rate"]
 
 
+def test_successive_halving_plan():
+    """Rungs, survivors and when ASHA runs synchronously (auto: more trials than fit at once)."""
+    from raynlp.tuning.halving import rungs, survivors
+    from raynlp.tuning.tuner import describe_scheduler, num_trials, synchronous
+
+    assert rungs(1, 3, 6) == [1, 3, 6]
+    assert rungs(1, 2, 4) == [1, 2, 4]
+    assert rungs(2, 1.5, 6) == [2, 3, 4, 6]
+    assert survivors(8, 3, 3) == [8, 3, 1]
+    grid = {"learning_rate": {"grid": [1e-5, 3e-5, 1e-4, 3e-4]}, "batch_size": {"choice": [16, 32]}}
+    config = parse_job_config(
+        job(space=grid, search_alg="grid", num_samples=1, asha={"reduction_factor": 3})
+    )
+    assert num_trials(config) == 8
+    assert synchronous(config, 2) and not synchronous(config, 8)
+    assert describe_scheduler(config, 6, 2) == (
+        "synchronous successive halving (8 to epoch 1, 3 to epoch 3, 1 to epoch 6)"
+    )
+    assert describe_scheduler(config, 6, 8).startswith("asynchronous ASHA (rungs at epochs 1, 3)")
+    forced = parse_job_config(job(space=grid, asha={"synchronous": False}))
+    assert not synchronous(forced, 1)
+    assert num_trials(parse_job_config(job(space=grid, num_samples=5))) == 5 * 4
+    with pytest.raises(ConfigError, match=r"reduction_factor 1\.5 × grace_period 1"):
+        parse_job_config(job(space=grid, asha={"reduction_factor": 1.5}))
+
+
 def test_schedulers_and_search_algorithms_build():
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
     from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.hyperopt import HyperOptSearch
     from ray.tune.search.optuna import OptunaSearch
 
+    from raynlp.tuning.halving import SyncHalving
     from raynlp.tuning.tuner import build_scheduler, build_search_alg
 
     space = {"learning_rate": {"loguniform": [1e-5, 1e-3]}, "batch_size": {"choice": [16, 32]}}
@@ -186,6 +226,8 @@ def test_schedulers_and_search_algorithms_build():
     for name, kind in expected.items():
         config = parse_job_config(job(scheduler=name, space=space))
         assert isinstance(build_scheduler(config, 3), kind)
+    sync = build_scheduler(parse_job_config(job(space=space)), 3, slots="s")
+    assert isinstance(sync, SyncHalving) and sync._halvings == 2  # rungs 1, 2 and 3
     pbt = build_scheduler(
         parse_job_config(
             job(scheduler="pbt", space=space, pbt={"mutate": ["learning_rate", "batch_size"]})

@@ -493,6 +493,22 @@ SPACE_KINDS = ("loguniform", "uniform", "choice", "randint", "grid")
 class AshaSection(_Section):
     grace_period: int = Field(1, ge=1, description="Epochs every trial runs before it may stop.")
     reduction_factor: float = Field(2.0, gt=1.0, description="Keep the best 1/factor at a rung.")
+    synchronous: Literal["auto", True, False] = Field(
+        "auto",
+        description="true: every trial waits at each rung until all have reached it (successive "
+        "halving; paused trials free their slot); false: Tune's asynchronous ASHA (the first "
+        "trials to reach a rung always go on); auto: synchronous when the cluster cannot run "
+        "every trial at once.",
+    )
+
+    @model_validator(mode="after")
+    def _rungs_advance(self) -> AshaSection:
+        if int(self.grace_period * self.reduction_factor) <= self.grace_period:
+            raise ValueError(
+                f"reduction_factor {self.reduction_factor:g} × grace_period {self.grace_period} "
+                "must reach a later epoch: raise one of them"
+            )
+        return self
 
 
 class PbtSection(_Section):

@@ -313,7 +313,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     reported_curve = len(curve)
     if stopping.stopped_epoch is not None:
         return  # a resumed run that had already stopped early
-    for epoch in range(state["epoch"], config.training.epochs):
+    last_epoch = min(config.training.epochs, loop_config.get("stop_after_epoch") or 10**9)
+    for epoch in range(state["epoch"], last_epoch):
         epoch_started, losses, window = time.perf_counter(), [], []
         batches = train_shard.iter_torch_batches(
             batch_size=config.per_worker_batch_size,

@@ -116,6 +116,7 @@ def build_trainer(
     callbacks: list[Any] | None = None,
     warm_start: str | None = None,
     distillation: dict[str, float] | None = None,
+    stop_after_epoch: int | None = None,
 ) -> Any:
     """The TorchTrainer: per-worker DeepSpeed loop, sharded train data, best-N checkpoints
     (ranked by the watched validation metric), restarts after failures, TensorBoard.
@@ -123,7 +124,8 @@ def build_trainer(
     The run's name and storage path are fixed per run folder (``<run>/ray/train``), so running
     it again (``raynlp train --resume``) makes Ray Train hand the latest checkpoint to the
     workers. Tune trials pass their own name, storage path and callbacks, and under PBT a
-    ``warm_start`` checkpoint (another trial's) that a new run starts from."""
+    ``warm_start`` checkpoint (another trial's) that a new run starts from, and under
+    synchronous halving the epoch to stop after (a rung; the schedule is the whole run's)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -146,6 +148,7 @@ def build_trainer(
             "train_rows_per_worker": len(next(iter(train_features.values())))
             // config.scaling.num_workers,
             "warm_start": warm_start,
+            "stop_after_epoch": stop_after_epoch,
             "distillation": distillation,
         },
         torch_config=TorchConfig(backend=distributed_backend(config)),

@@ -4,6 +4,7 @@ Train + DeepSpeed run of the same training loop → results table, plot, best mo
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 
 from raynlp.config import JobConfig, dump_job_config
 from raynlp.data.readers import write_jsonl
+from raynlp.tuning.halving import SyncHalving, rungs, slots_actor, survivors
 from raynlp.tuning.space import search_space, trial_config
 
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 10**6}
@@ -85,9 +87,55 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], inputs: dict[str, An
     """One Tune trial: the sampled config's Ray Train run, reporting every epoch to Tune.
 
     The Train run goes on in a thread; this process relays each epoch's report to Tune, with
-    the epoch's checkpoint when the scheduler needs them (PBT). A trial that Tune starts from a
-    checkpoint (PBT's exploit of another trial, or its own after a restore) copies it into the
-    trial storage and warm-starts a new Train run, ``trial_<id>_e<epoch>``, from it."""
+    the epoch's checkpoint when the scheduler needs them (PBT, synchronous halving). A trial
+    that Tune starts from a checkpoint (PBT's exploit of another trial, or its own after a
+    pause or a restore) warm-starts a new Train run, ``trial_<id>_e<epoch>``, from it.
+
+    Under synchronous halving (``inputs["rungs"]``) a Train run stops at the next rung, so no
+    step is trained that the halving may throw away; the trial then waits for the scheduler's
+    decision: go on (a new run from its own checkpoint, to the next rung) or be paused/stopped
+    by Tune."""
+    from ray import tune
+
+    trial_id = tune.get_context().get_trial_id()
+    storage = Path(inputs["storage"])
+    epochs = trial_config(JobConfig.model_validate(base), params, "t").training.epochs
+    rung_epochs = inputs.get("rungs")
+    warm_start, done = None, 0
+    start = tune.get_checkpoint()
+    if start is not None:
+        path = str(start.path)
+        done = _checkpoint_epoch(path)
+        if done >= epochs:
+            return  # the checkpoint is of the last epoch: nothing left to train
+        warm_start = _record_start(storage, trial_id, done, trial_id_of(path) or "?", path)
+    while True:
+        run_name = f"trial_{trial_id}" if warm_start is None else f"trial_{trial_id}_e{done}"
+        config = trial_config(JobConfig.model_validate(base), params, run_name)
+        stop_after = min([e for e in rung_epochs or [epochs] if e > done] + [epochs])
+        if inputs.get("slots"):
+            from raynlp.tuning.halving import take_slot
+
+            take_slot(inputs["slots"], trial_id)
+        done, last = _train_and_report(config, inputs, trial_id, storage, warm_start, stop_after)
+        if done >= epochs or not rung_epochs:
+            return
+        from raynlp.tuning.halving import await_decision
+
+        await_decision(inputs["slots"], trial_id, done)  # returns only to go on
+        warm_start = _record_start(storage, trial_id, done, trial_id, last)
+
+
+def _train_and_report(
+    config: JobConfig,
+    inputs: dict[str, Any],
+    trial_id: str,
+    storage: Path,
+    warm_start: str | None,
+    stop_after: int,
+) -> tuple[int, str | None]:
+    """One Ray Train run of the trial (to epoch ``stop_after``), each epoch relayed to Tune;
+    returns the last epoch reported and its checkpoint."""
     import threading
 
     from ray import tune
@@ -95,17 +143,6 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], inputs: dict[str, An
 
     from raynlp.training.trainer import build_trainer
 
-    trial_id = tune.get_context().get_trial_id()
-    storage = Path(inputs["storage"])
-    run_name, warm_start = f"trial_{trial_id}", None
-    config = trial_config(JobConfig.model_validate(base), params, run_name)
-    start = tune.get_checkpoint()
-    if start is not None:
-        warm_start, epoch = _take_checkpoint(start, trial_id, storage, config.training.epochs)
-        if warm_start is None:
-            return  # the checkpoint is of the last epoch: nothing left to train
-        run_name = f"trial_{trial_id}_e{epoch}"
-        config = trial_config(JobConfig.model_validate(base), params, run_name)
     channel = Queue(actor_options={"num_cpus": 0})
     trainer = build_trainer(
         config,
@@ -113,10 +150,11 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], inputs: dict[str, An
         inputs["model_path"],
         inputs["train_features"],
         inputs["validation_features"],
-        run_name=run_name,
+        run_name=config.name,
         storage_path=storage,
         callbacks=[_report_callback(channel)],
         warm_start=warm_start,
+        stop_after_epoch=stop_after,
     )
     outcome: dict[str, Any] = {}
 
@@ -128,6 +166,8 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], inputs: dict[str, An
 
     thread = threading.Thread(target=fit, name=f"train-{trial_id}", daemon=True)
     thread.start()
+    epoch, last = 0, None
+    wanted = inputs.get("rungs")  # checkpoints to Tune: at rungs only, or every epoch (PBT)
     while True:
         try:
             metrics, path = channel.get(timeout=1.0)
@@ -135,8 +175,9 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], inputs: dict[str, An
             if thread.is_alive() or not channel.empty():
                 continue
             break
+        epoch, last = int(metrics["epoch"]), path
         checkpoint = None
-        if path and inputs["report_checkpoints"]:
+        if path and inputs["report_checkpoints"] and (not wanted or epoch in wanted):
             from ray.tune import Checkpoint
 
             checkpoint = Checkpoint.from_directory(path)
@@ -146,23 +187,20 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], inputs: dict[str, An
         raise outcome["error"]
     if outcome["result"].error:
         raise outcome["result"].error
+    return epoch, last
 
 
-def _take_checkpoint(
-    start: Any, trial_id: str, storage: Path, epochs: int
-) -> tuple[str | None, int]:
-    """The checkpoint Tune (re)starts this trial from: its epoch and path (Tune keeps every
-    checkpoint of a PBT search until the search ends, so it cannot vanish before the new run
-    loads it). None when it is of the last epoch. ``trials/starts/`` records where it came
-    from: another trial (a PBT exploit), or this trial itself (PBT paused it so that others
-    could catch up, or the search was resumed)."""
+def _checkpoint_epoch(path: str) -> int:
     from raynlp.training.checkpoints import read_checkpoint_meta
 
-    path = str(start.path)
-    epoch = int(read_checkpoint_meta(Path(path))["epoch"])
-    if epoch >= epochs:
-        return None, epoch
-    source = trial_id_of(path) or "?"
+    return int(read_checkpoint_meta(Path(path))["epoch"])
+
+
+def _record_start(storage: Path, trial_id: str, epoch: int, source: str, path: str) -> str:
+    """Note in ``trials/starts/`` that the trial goes on from ``path`` (a checkpoint of epoch
+    ``epoch``): another trial's (a PBT exploit) or its own (after a pause, a rung or a
+    restore). Tune keeps every checkpoint reported to it until the search ends, so the path
+    cannot vanish before the new run loads it."""
     record = storage / "starts" / f"{trial_id}_e{epoch}.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(
@@ -174,7 +212,7 @@ def _take_checkpoint(
         + f" of epoch {epoch}",
         flush=True,
     )
-    return path, epoch
+    return path
 
 
 TRIAL_ID = re.compile(r"run_trial_([0-9a-f]+(?:_\d{5})?)_")
@@ -342,11 +380,13 @@ def tune(config: JobConfig, overwrite: bool = False, resume: bool = False) -> Tu
         [config.training.epochs]
         + [int(v) for v in _space_values(config, "training.epochs") if v is not None]
     )
-    scheduler = build_scheduler(config, max_epochs)
+    sync = synchronous(config, parallel)
+    slots = f"raynlp_tune_slots_{abs(hash(str(run_dir.resolve()))):x}" if sync else None
+    scheduler = build_scheduler(config, max_epochs, slots)
     print(
-        f"[raynlp] tune: {config.tune.num_samples} sample(s) of {list(space)} by {metric} "
-        f"({mode}), {config.tune.scheduler} scheduler, {parallel} trial(s) at a time × "
-        f"{config.scaling.num_workers} worker(s)",
+        f"[raynlp] tune: {num_trials(config)} trial(s) of {list(space)} by {metric} "
+        f"({mode}), {describe_scheduler(config, max_epochs, parallel)}, {parallel} trial(s) at "
+        f"a time × {config.scaling.num_workers} worker(s)",
         flush=True,
     )
     inputs = {
@@ -355,7 +395,10 @@ def tune(config: JobConfig, overwrite: bool = False, resume: bool = False) -> Tu
         "train_features": train_features,
         "validation_features": validation_features,
         "storage": str(run_dir / "trials"),
-        "report_checkpoints": config.tune.scheduler == "pbt",  # PBT exploits Tune checkpoints
+        # PBT exploits Tune checkpoints; synchronous halving pauses trials at its rungs
+        "report_checkpoints": config.tune.scheduler == "pbt" or sync,
+        "rungs": rungs_of(config, max_epochs) if sync else None,
+        "slots": slots,
     }
     trainable = ray_tune.with_resources(
         ray_tune.with_parameters(run_trial, base=config.model_dump(mode="json"), inputs=inputs),
@@ -368,19 +411,70 @@ def tune(config: JobConfig, overwrite: bool = False, resume: bool = False) -> Tu
         )
     else:
         tuner = _new_tuner(trainable, config, space, metric, mode, scheduler, parallel, run_dir)
-    results = tuner.fit()
+    slot_actor = slots_actor(slots, parallel) if slots else None
+    try:
+        results = tuner.fit()
+    finally:
+        if slot_actor is not None:
+            ray.kill(slot_actor)
     return _finish(
         config, results, run_dir, metric, mode, space, prepared, model_path, tokenizer, started
     )
 
 
-def build_scheduler(config: JobConfig, max_epochs: int) -> Any:
-    """ASHA (stop weak trials at epoch rungs), FIFO (run all to the end) or PBT (weak trials
-    continue from a strong trial's checkpoint with perturbed values), all on the ``epoch``
-    every report carries."""
+def num_trials(config: JobConfig) -> int:
+    """Trials the search runs: ``num_samples``, times every grid's size for a grid."""
+    grids = [
+        len(values)
+        for spec in config.tune.space.values()
+        for kind, values in spec.items()
+        if kind == "grid" or (kind == "choice" and config.tune.search_alg == "grid")
+    ]
+    return config.tune.num_samples * math.prod(grids)
+
+
+def synchronous(config: JobConfig, parallel: int) -> bool:
+    """ASHA as synchronous successive halving (``tune.asha.synchronous``; auto: when the
+    cluster runs fewer trials at once than the search has, where asynchronous ASHA lets the
+    first trials to reach a rung go on whatever they score)."""
+    wanted = config.tune.asha.synchronous
+    if config.tune.scheduler != "asha":
+        return False
+    return parallel < num_trials(config) if wanted == "auto" else bool(wanted)
+
+
+def rungs_of(config: JobConfig, max_epochs: int) -> list[int]:
+    return rungs(config.tune.asha.grace_period, config.tune.asha.reduction_factor, max_epochs)
+
+
+def describe_scheduler(config: JobConfig, max_epochs: int, parallel: int) -> str:
+    """One line for the console: the scheduler, and for halving its rungs and survivors."""
+    section = config.tune
+    if section.scheduler != "asha":
+        return f"{section.scheduler} scheduler"
+    points = rungs_of(config, max_epochs)
+    if not synchronous(config, parallel):
+        return f"asynchronous ASHA (rungs at epochs {', '.join(map(str, points[:-1]))})"
+    counts = survivors(num_trials(config), section.asha.reduction_factor, len(points))
+    plan = ", ".join(f"{n} to epoch {e}" for n, e in zip(counts, points, strict=True))
+    return f"synchronous successive halving ({plan})"
+
+
+def build_scheduler(config: JobConfig, max_epochs: int, slots: str | None = None) -> Any:
+    """ASHA (stop weak trials at epoch rungs; synchronous halving when ``slots`` names the
+    search's slot actor), FIFO (run all to the end) or PBT (weak trials continue from a strong
+    trial's checkpoint with perturbed values), all on the ``epoch`` every report carries."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
     section = config.tune
+    if section.scheduler == "asha" and slots:
+        return SyncHalving(
+            num_trials=num_trials(config),
+            grace_period=section.asha.grace_period,
+            reduction_factor=section.asha.reduction_factor,
+            max_t=max_epochs,
+            slots=slots,
+        )
     if section.scheduler == "asha":
         return ASHAScheduler(
             time_attr="epoch",
@@ -443,7 +537,8 @@ def build_search_alg(config: JobConfig, parallel: int = 0) -> Any:
 def _new_tuner(trainable, config, space, metric, mode, scheduler, parallel, run_dir):
     from ray import tune as ray_tune
 
-    search_alg = build_search_alg(config, parallel)
+    sync = isinstance(scheduler, SyncHalving)  # paused trials keep a searcher slot: no cap
+    search_alg = build_search_alg(config, 0 if sync else parallel)
     return ray_tune.Tuner(
         trainable,
         param_space=space,
@@ -455,7 +550,7 @@ def _new_tuner(trainable, config, space, metric, mode, scheduler, parallel, run_
             search_alg=search_alg,
             # Tune's own generator takes the limit itself (Tune ignores this one for it)
             max_concurrent_trials=None
-            if config.tune.search_alg in ("random", "grid")
+            if config.tune.search_alg in ("random", "grid") or sync
             else parallel,
             reuse_actors=False,  # a stopped trial's process (and its Train run) must go
         ),
@@ -464,8 +559,8 @@ def _new_tuner(trainable, config, space, metric, mode, scheduler, parallel, run_
             storage_path=str(run_dir),
             verbose=1,
             log_to_file=True,
-            # only PBT reports checkpoints to Tune; all are kept (a trial may exploit an older
-            # one after waiting for resources) until the search ends
+            # only PBT and synchronous halving report checkpoints to Tune; all are kept (a
+            # trial may exploit or resume an older one after waiting) until the search ends
             checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=None),
         ),
     )
