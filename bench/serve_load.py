@@ -50,6 +50,11 @@ OPTIONS: list[dict[str, Any]] = [
      "intra_op_threads": 2},
     {"name": "throughput_mode", "ingress": "throughput", "batch_wait_timeout_s": 0.005,
      "intra_op_threads": 1},
+    # placement: gateway — the model runs inside the HTTP gateway replica (no second hop)
+    {"name": "in_gateway_wait_1ms", "ingress": "direct", "batch_wait_timeout_s": 0.001,
+     "intra_op_threads": 1, "placement": "gateway"},
+    {"name": "in_gateway_wait_0", "ingress": "direct", "batch_wait_timeout_s": 0.0,
+     "intra_op_threads": 1, "placement": "gateway"},
 ]  # fmt: skip
 GOALS = {"throughput_ratio_vs_naive": 5.0, "overhead_ms_p50": 2.0, "errors": 0}
 
@@ -228,6 +233,7 @@ def one(spec: dict[str, Any], out: str) -> None:
         batch_wait_timeout_s=spec["batch_wait_timeout_s"],
         intra_op_threads=spec["intra_op_threads"],
         replica_cpus=1,  # threads are not reservations: 2 threads must still fit on 2 CPUs
+        placement=spec.get("placement", "deployment"),
     )
     with serving_env(spec["ingress"], port):
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
@@ -280,8 +286,10 @@ def main() -> None:
 
     default = next(
         (name for name, row in rows.items()
-         if (row["ingress"], row["batch_wait_timeout_s"], row["intra_op_threads"])
-         == (section.ingress, section.batch_wait_timeout_s, section.intra_op_threads)),
+         if (row["ingress"], row["batch_wait_timeout_s"], row["intra_op_threads"],
+             row.get("placement", "deployment"))
+         == (section.ingress, section.batch_wait_timeout_s, section.intra_op_threads,
+             section.placement)),
         next(iter(rows)),
     )  # fmt: skip
     measured = [r for r in rows.values() if "rps" in r]

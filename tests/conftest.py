@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +201,29 @@ def untrained_model_dir(task: str, base: Path, target: Path, **overrides: Any) -
     return write_model_dir(
         model, model.state_dict(), AutoTokenizer.from_pretrained(str(base)), target, meta
     )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve_app(config: Any, ingress: str = "direct") -> Iterator[str]:
+    """A raynlp Serve app (``run_app(config)``) on a private local Ray with 2 CPUs, started with
+    ``ingress``'s environment; yields its base URL, then stops Serve and that Ray."""
+    import ray
+    from ray import serve
+
+    from raynlp.serving.app import run_app, serving_env
+
+    port = free_port()
+    try:
+        with serving_env(ingress, port):
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        run_app(config, port=port, ingress=ingress)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()

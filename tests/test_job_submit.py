@@ -7,6 +7,7 @@ test picked, with a private temp dir; it is stopped by signalling that group (ne
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -148,6 +149,42 @@ def test_ray_job_submit_trains(job_dir: Path, tiny_base_model: Path, ray_head):
     model_dir = tmp_path / "runs" / "tiny" / "model"
     assert (model_dir / "raynlp.json").is_file()
     assert (model_dir / "model.safetensors").is_file()
+
+
+@pytest.mark.timeout(600)
+def test_ray_job_submit_tunes(job_dir: Path, tiny_base_model: Path, ray_head):
+    """`ray job submit … -- raynlp tune`: 2 trials on the head's 2 CPUs, 2 epochs, halved after
+    the first (synchronous ASHA, forced); the best trial's model is consolidated."""
+    address, env = ray_head
+    work = job_dir / "tune_work"
+    work.mkdir()
+    job = tiny_job(
+        job_dir,
+        tiny_base_model,
+        name="tiny_tune",
+        training={"epochs": 2, "batch_size": 32},
+        scaling={"num_workers": 1},
+        tune={
+            "space": {"learning_rate": {"grid": [3e-3, 1e-7]}},
+            "search_alg": "grid",
+            "num_samples": 1,
+            "asha": {"synchronous": True},
+        },
+    )
+    job["data"]["max_train_rows"] = 128
+    write_job(work / "job.yaml", job)
+    submitted = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(work),
+         "--", "raynlp", "tune", "job.yaml"],
+        env=env, capture_output=True, text=True, timeout=540,
+    )  # fmt: skip
+    output = submitted.stdout + submitted.stderr
+    assert submitted.returncode == 0, output[-3000:]
+    assert "synchronous successive halving (2 to epoch 1, 1 to epoch 2)" in output
+    run = job_dir / "runs" / "tiny_tune"
+    summary = json.loads((run / "metrics.json").read_text())
+    assert sorted(t["epochs_run"] for t in summary["trials"]) == [1, 2]
+    assert (run / "model" / "model.safetensors").is_file()
 
 
 @pytest.mark.timeout(300)

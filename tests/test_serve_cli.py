@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -36,15 +36,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory, tiny_base_model: Path) ->
     return folders
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.timeout(300)
 def test_raynlp_serve_runs_until_ctrl_c(exported: dict[str, Path], tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAYNLP_SERVE_TOKEN": "cli-token", "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     log = tmp_path / "serve.log"

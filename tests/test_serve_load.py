@@ -13,7 +13,6 @@ Every loop is bounded by a deadline; the fixture shuts Serve and Ray down.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import serve_app
 
 from raynlp.serving.settings import AppConfig, ModelEntry
 
@@ -43,20 +43,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_base_model: Path) 
     return quantize_dynamic_int8(export_onnx(model_dir, root / "onnx"), root / "int8", "avx2")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def url(tiny_model: Path) -> Iterator[str]:
-    import ray
-    from ray import serve
-
-    from raynlp.serving.app import run_app, serving_env
-
-    port = _free_port()
     shared = {"path": str(tiny_model), "replica_cpus": 0.25, "batch_wait_timeout_s": 0.005}
     config = AppConfig(
         models=[
@@ -73,14 +61,8 @@ def url(tiny_model: Path) -> Iterator[str]:
         ],
         auth_token_env=None,
     )
-    try:
-        with serving_env("direct", port):
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-        run_app(config, port=port, ingress="direct")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with serve_app(config, ingress="direct") as base:
+        yield base
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
-import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 import requests
 import torch
 import yaml
+from conftest import serve_app
 from pydantic import ValidationError
 
 from raynlp.config import ServeSection
@@ -83,12 +83,6 @@ def predictor(tiny_int8_model: Path) -> Any:
     return OnnxPredictor(tiny_int8_model, intra_op_threads=1)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory: pytest.TempPathFactory, tiny_int8_model: Path) -> Path:
     """A model store holding two copies of the tiny model and some things that are not models."""
@@ -105,12 +99,6 @@ def serve_url(tiny_int8_model: Path, store_dir: Path) -> Iterator[str]:
     """Base URL of the app on a private Ray cluster (direct ingress, token required)."""
     import os
 
-    import ray
-    from ray import serve
-
-    from raynlp.serving.app import run_app, serving_env
-
-    port = _free_port()
     config = AppConfig(
         models=[
             ModelEntry(
@@ -120,7 +108,10 @@ def serve_url(tiny_int8_model: Path, store_dir: Path) -> Iterator[str]:
                 min_replicas=1,
                 max_replicas=1,
                 replica_cpus=0.5,
-            )
+            ),
+            # the same model again, loaded and batched inside the gateway replica
+            ModelEntry(name="sentiment-gw", path=str(tiny_int8_model), placement="gateway",
+                       batch_wait_timeout_s=0.05, replica_cpus=0.3),
         ],
         store={"path": str(store_dir), "max_models_per_replica": 1, "replica_cpus": 0.5,
                "min_replicas": 1, "max_replicas": 1},
@@ -131,14 +122,10 @@ def serve_url(tiny_int8_model: Path, store_dir: Path) -> Iterator[str]:
     )  # fmt: skip
     os.environ["RAYNLP_TEST_SERVE_TOKEN"] = TOKEN
     try:
-        with serving_env("direct", port):
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-        run_app(config, port=port, ingress="direct")
-        yield f"http://127.0.0.1:{port}"
+        with serve_app(config, ingress="direct") as url:
+            yield url
     finally:
         os.environ.pop("RAYNLP_TEST_SERVE_TOKEN", None)
-        serve.shutdown()
-        ray.shutdown()
 
 
 def _post(url: str, body: Any, model: str = "sentiment", **kwargs: Any) -> requests.Response:
@@ -359,7 +346,8 @@ def test_health_models_and_openapi(serve_url: str) -> None:
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     models = _get(serve_url, "/v1/models").json()["models"]
     assert [(m["name"], m["source"]) for m in models] == [
-        ("sentiment", "deployment"), ("alpha", "store"), ("beta-2", "store"),
+        ("sentiment", "deployment"), ("sentiment-gw", "gateway"), ("alpha", "store"),
+        ("beta-2", "store"),
     ]  # fmt: skip
     sentiment = models[0]
     assert (sentiment["task"], sentiment["request_kind"]) == ("classification", "text")
@@ -398,6 +386,40 @@ def test_list_of_texts_matches_in_process_predictor(serve_url: str, predictor: A
     for served, local in zip(answers, predictor.predict(texts), strict=True):
         _assert_same(served, local)
     assert answers[0] == answers[4]
+
+
+@pytest.mark.timeout(RAY_TIMEOUT_S)
+def test_model_placed_in_the_gateway_answers_without_a_deployment(
+    serve_url: str, predictor: Any
+) -> None:
+    """placement: gateway — no deployment of its own, the same answers, and concurrent requests
+    still share batches (inside the gateway)."""
+    from ray import serve
+
+    deployments = serve.status().applications["raynlp"].deployments
+    assert "Model_sentiment" in deployments and "Model_sentiment-gw" not in deployments
+    for text in ["a wonderful, moving film", "dull and far too long"]:
+        response = _post(serve_url, {"text": text}, model="sentiment-gw")
+        assert response.status_code == 200, response.text
+        _assert_same(response.json(), predictor.predict([text])[0])
+    before = _get(serve_url, "/metrics").text
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(
+            pool.map(lambda _: _post(serve_url, {"text": "fine"}, model="sentiment-gw"), range(8))
+        )
+    assert all(r.status_code == 200 for r in responses)
+    after = _get(serve_url, "/metrics").text
+
+    def delta(name: str) -> float:
+        return _metric(after, name, model="sentiment-gw") - _metric(
+            before, name, model="sentiment-gw"
+        )
+
+    # each item records the size of its batch: a mean > 1 means requests shared batches
+    assert delta("raynlp_batch_size_count") == 8
+    assert delta("raynlp_batch_size_sum") > 8
+    bad = _post(serve_url, {"text": ""}, model="sentiment-gw")
+    assert bad.status_code == 422
 
 
 @pytest.mark.timeout(RAY_TIMEOUT_S)

@@ -3,14 +3,13 @@ answers match the in-process predictor, and bad requests get a 4xx with a messag
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from conftest import untrained_model_dir
+from conftest import serve_app, untrained_model_dir
 
 TASKS = ["ner", "qa", "similarity", "summarization"]
 GOOD = {
@@ -68,34 +67,17 @@ def exported(tmp_path_factory, tiny_base_model: Path, tiny_t5_model: Path) -> di
     return folders
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def base_url(exported: dict[str, Path]) -> Iterator[str]:
     """All four models in one app (one deployment each) on a private Ray + Serve, default proxy
     ingress (test_serving covers direct ingress)."""
-    import ray
-    from ray import serve
-
-    from raynlp.serving.app import run_app
-
-    port = _free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        models = [
-            {"name": task, "path": str(folder), "min_replicas": 1, "max_replicas": 1,
-             "replica_cpus": 0.25}  # four models on a 2-CPU machine
-            for task, folder in exported.items()
-        ]  # fmt: skip
-        run_app({"models": models, "max_text_chars": 5000}, port=port, ingress="proxy")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    models = [
+        {"name": task, "path": str(folder), "min_replicas": 1, "max_replicas": 1,
+         "replica_cpus": 0.25}  # four models on a 2-CPU machine
+        for task, folder in exported.items()
+    ]  # fmt: skip
+    with serve_app({"models": models, "max_text_chars": 5000}, ingress="proxy") as base:
+        yield base
 
 
 def _post(url: str, body: Any) -> requests.Response:

@@ -169,6 +169,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from raynlp.serving.settings import AppConfig
 
     section = load_job_config(args.config).serve if args.config else ServeSection()
+    if args.placement:
+        section.placement = args.placement
     route_prefix = "/"
     if args.serve_config:
         if args.models or args.store:
@@ -466,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ingress",
         choices=["direct", "proxy"],
         help="direct (default): the gateway replica is the HTTP server; proxy: Serve's proxy",
+    )
+    serve.add_argument(
+        "--placement",
+        choices=["deployment", "gateway"],
+        help="deployment (default): each model in its own autoscaled deployment; gateway: "
+        "models run inside the HTTP gateway (lowest latency, no per-model scaling)",
     )
     serve.add_argument(
         "--token-env",

@@ -474,6 +474,12 @@ class ServeSection(_Section):
         description="How `raynlp serve` starts Ray: 'direct' = the gateway replica is the HTTP "
         "server (Serve direct ingress, lowest overhead); 'proxy' = Serve's HTTP proxy actor.",
     )
+    placement: Literal["deployment", "gateway"] = Field(
+        "deployment",
+        description="Where each model runs: 'deployment' = its own autoscaled deployment "
+        "(replica failover, scaling per model); 'gateway' = inside the HTTP gateway replica "
+        "(no hop between replicas: lowest latency, scales with the gateway only).",
+    )
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> ServeSection:

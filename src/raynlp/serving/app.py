@@ -6,6 +6,7 @@ plus an optional multiplexed deployment for a model store.
     HTTP ─▶ Gateway (FastAPI: auth, limits, validation, metrics, /v1 routes)
                ├─▶ Model[sentiment]  @serve.batch, autoscaled, warmed up before ready
                ├─▶ Model[ner] ...
+               ├── (placement: gateway) a model loaded and batched inside the gateway itself
                └─▶ Store             @serve.multiplexed: store/<id>/ loaded on first use
 
 Entry points: :func:`build_app` (``import_path: raynlp.serving.app:build_app`` in a Serve config
@@ -178,11 +179,17 @@ class Gateway:
     ) -> None:
         self.config = AppConfig.model_validate(config)
         self.dedicated = {
-            entry.name: model_card(entry.name, Path(entry.path), "deployment", entry.version)
+            entry.name: model_card(entry.name, Path(entry.path), entry.placement, entry.version)
             for entry in self.config.models
         }
         self.handles = models
         self.entries = {entry.name: entry for entry in self.config.models}
+        # placement: gateway — loaded (and warmed up) here, so the gateway is not ready without
+        self.local = {
+            entry.name: load_predictor(Path(entry.path), entry.intra_op_threads)
+            for entry in self.config.models
+            if entry.placement == "gateway"
+        }
         self._senders: dict[str, Any] = {}
         self.store = ModelStore(self.config.store.path) if self.config.store else None
         self.store_handle = store
@@ -213,7 +220,7 @@ class Gateway:
     async def predict(self, name: str, items: list[dict[str, str]]) -> tuple[list, list[int]]:
         """Answers for ``items``: each item joins the model's gateway-side batch, so concurrent
         requests cross to the model replicas in one call per batch, not one per request."""
-        if name not in self.handles:
+        if name not in self.handles and name not in self.local:
             self.card(name)  # UnknownModel unless the store holds it
         sender = self._senders.get(name) or self._make_sender(name)
         results = await asyncio.gather(*(sender(item) for item in items))
@@ -223,8 +230,11 @@ class Gateway:
         return [answer for answer, _, _ in results], [size for _, size, _ in results]
 
     def _make_sender(self, name: str) -> Any:
-        """A ``@serve.batch`` function that sends a whole batch of items for ``name`` at once."""
+        """A ``@serve.batch`` function that sends a whole batch of items for ``name`` at once
+        (or, for a model placed in the gateway, predicts it here, one batch at a time)."""
         settings: DeploymentSettings
+        if name in self.local:
+            return self._make_local_batcher(name)
         if name in self.handles:
             handle, settings = self.handles[name], self.entries[name]
         else:
@@ -245,6 +255,27 @@ class Gateway:
         )(send)
         self._senders[name] = sender
         return sender
+
+    def _make_local_batcher(self, name: str) -> Any:
+        predictor, settings = self.local[name], self.entries[name]
+
+        async def run(items: list[dict[str, str]]) -> list[tuple[Any, int, str | None]]:
+            # ONNX Runtime releases the GIL: the event loop keeps taking requests meanwhile,
+            # and they queue into the next batch
+            answers = await asyncio.to_thread(predict_isolated, predictor, items)
+            return [
+                (None, len(items), f"{type(a).__name__}: {a}")
+                if isinstance(a, Exception)
+                else (a, len(items), None)
+                for a in answers
+            ]
+
+        batcher = serve.batch(
+            max_batch_size=settings.max_batch_size,
+            batch_wait_timeout_s=settings.batch_wait_timeout_s,
+        )(run)
+        self._senders[name] = batcher
+        return batcher
 
     async def _call(self, name: str, handle: DeploymentHandle, items: list) -> dict[str, list]:
         """One call to the model's deployment, retried when the replica died under it."""
@@ -303,21 +334,22 @@ def fit_to_cluster(config: AppConfig, cluster_cpus: float) -> tuple[AppConfig, s
     def cpus(d: DeploymentSettings) -> float:
         return float(d.deployment_options()["ray_actor_options"]["num_cpus"])
 
-    deployments: list[DeploymentSettings] = [*config.models]
+    deployments: list[DeploymentSettings] = [m for m in config.models if m.placement != "gateway"]
     if config.store is not None:
         deployments.append(config.store)
-    need = config.gateway_cpus + sum(max(1, d.min_replicas) * cpus(d) for d in deployments)
+    gateway = gateway_cpus(config)
+    need = gateway + sum(max(1, d.min_replicas) * cpus(d) for d in deployments)
     if need <= cluster_cpus + 1e-9:
         return config, None
     flexible = [d for d in deployments if d.replica_cpus is None]
-    fixed = config.gateway_cpus + sum(
+    fixed = gateway + sum(
         max(1, d.min_replicas) * cpus(d) for d in deployments if d.replica_cpus is not None
     )
     slots = sum(max(1, d.min_replicas) for d in flexible)
     share = math.floor((cluster_cpus - fixed) / slots * 100) / 100 if slots else 0.0
     if share < 0.05:
         raise ValueError(
-            f"the app needs {need:g} CPUs to start (gateway {config.gateway_cpus:g} + "
+            f"the app needs {need:g} CPUs to start (gateway {gateway:g} + "
             f"min_replicas × replica_cpus per model) but the cluster has {cluster_cpus:g}: "
             "lower replica_cpus or min_replicas, or add nodes"
         )
@@ -348,6 +380,7 @@ def build_app(args: dict[str, Any] | AppConfig) -> Application:
             name=deployment_name(entry.name), **entry.deployment_options()
         ).bind(entry.model_dump())
         for entry in config.models
+        if entry.placement == "deployment"
     }
     store = None
     if config.store is not None:
@@ -357,9 +390,18 @@ def build_app(args: dict[str, Any] | AppConfig) -> Application:
     gateway = Gateway.options(
         num_replicas=1,
         max_ongoing_requests=1000,
-        ray_actor_options={"num_cpus": config.gateway_cpus},
+        ray_actor_options={"num_cpus": gateway_cpus(config)},
     )
     return gateway.bind(config.model_dump(), handles, store)
+
+
+def gateway_cpus(config: AppConfig) -> float:
+    """The gateway's CPUs: its own, plus each model placed in it (as its replica would have)."""
+    return config.gateway_cpus + sum(
+        float(entry.deployment_options()["ray_actor_options"]["num_cpus"])
+        for entry in config.models
+        if entry.placement == "gateway"
+    )
 
 
 INGRESS_MODES = ("direct", "throughput", "proxy")

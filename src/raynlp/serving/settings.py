@@ -72,6 +72,12 @@ class ModelEntry(DeploymentSettings):
     version: str | None = Field(
         None, description="Shown by GET /v1/models; default: a fingerprint of the model files."
     )
+    placement: Literal["deployment", "gateway"] = Field(
+        DEFAULT.placement,
+        description="'deployment': the model's own autoscaled deployment (the gateway calls "
+        "it); 'gateway': the gateway replica loads the model and batches it in-process (no "
+        "replica-to-replica hop; min/max_replicas and the scaling keys do not apply).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -146,7 +152,10 @@ class AppConfig(_Section):
         """App arguments for ``models`` (name → folder) with a job config's serve settings."""
         shared = section.model_dump(include=set(DeploymentSettings.model_fields))
         return cls(
-            models=[ModelEntry(name=name, path=path, **shared) for name, path in models.items()],
+            models=[
+                ModelEntry(name=name, path=path, placement=section.placement, **shared)
+                for name, path in models.items()
+            ],
             store=StoreEntry(path=store, **shared) if store else None,
             **section.model_dump(include=APP_LEVEL_KEYS),
         )

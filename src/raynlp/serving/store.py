@@ -43,7 +43,10 @@ class ModelCard(BaseModel):
     variant: str = Field(description="The exported variant served (the export gate's choice).")
     labels: list[str] | None = None
     max_length: int | None = Field(None, description="Token window; longer inputs are cut.")
-    source: str = Field(description="'deployment' (its own replicas) or 'store' (multiplexed).")
+    source: str = Field(
+        description="'deployment' (its own replicas), 'gateway' (inside the gateway replica) or "
+        "'store' (multiplexed)."
+    )
 
 
 def check_servable(folder: Path) -> None:
