@@ -278,6 +278,17 @@ def test_store_ids_never_leave_the_store(store_dir: Path, model_id: str) -> None
     assert store.resolve("alpha") == store_dir.resolve() / "alpha"
 
 
+def test_store_listing_is_cached_briefly(tmp_path: Path, tiny_int8_model: Path) -> None:
+    shutil.copytree(tiny_int8_model, tmp_path / "alpha")
+    store = ModelStore(tmp_path, listing_ttl_s=60)
+    assert store.ids() == ["alpha"] and "alpha" in store and "../alpha" not in store
+    shutil.copytree(tiny_int8_model, tmp_path / "beta")
+    assert "beta" not in store  # listed within the last minute: not read again
+    assert store.resolve("beta") == tmp_path.resolve() / "beta"  # resolving reads the folder
+    store.listing_ttl_s = 0
+    assert store.ids() == ["alpha", "beta"] and "beta" in store
+
+
 def test_serving_refuses_pickled_weights(tmp_path: Path) -> None:
     (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(ValueError, match="pickled weights"):

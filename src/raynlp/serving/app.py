@@ -42,7 +42,6 @@ from raynlp.serving.settings import (
     DeploymentSettings,
     ModelEntry,
     StoreEntry,
-    valid_model_name,
 )
 from raynlp.serving.store import ModelCard, ModelStore, UnknownModel, check_servable, model_card
 
@@ -213,15 +212,16 @@ class Gateway:
     def card(self, name: str) -> ModelCard:
         if name in self.dedicated:
             return self.dedicated[name]
-        if self.store is None or not valid_model_name(name) or name not in self.store.ids():
+        if self.store is None or name not in self.store:
             raise UnknownModel(name, self.names())
         return self.store.card(name)
 
     async def predict(self, name: str, items: list[dict[str, str]]) -> tuple[list, list[int]]:
         """Answers for ``items``: each item joins the model's gateway-side batch, so concurrent
         requests cross to the model replicas in one call per batch, not one per request."""
-        if name not in self.handles and name not in self.local:
-            self.card(name)  # UnknownModel unless the store holds it
+        dedicated = name in self.handles or name in self.local
+        if not dedicated and (self.store is None or name not in self.store):  # cached listing
+            raise UnknownModel(name, self.names())
         sender = self._senders.get(name) or self._make_sender(name)
         results = await asyncio.gather(*(sender(item) for item in items))
         for index, (_, _, error) in enumerate(results):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,20 +105,31 @@ def model_card(name: str, folder: Path, source: str, version: str | None = None)
 
 
 class ModelStore:
-    """The models of a store folder, addressed by id."""
+    """The models of a store folder, addressed by id. The listing is cached for
+    ``listing_ttl_s`` (a model copied into the store shows up within that time), so the
+    gateway's per-request check does not read the folder every time."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, listing_ttl_s: float = 2.0) -> None:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise FileNotFoundError(f"model store {self.root} is not a folder")
+        self.listing_ttl_s = listing_ttl_s
+        self._listing: tuple[float, list[str]] | None = None
 
     def ids(self) -> list[str]:
         """Ids of the sub-folders that hold a raynlp model, sorted."""
-        return sorted(
-            path.name
-            for path in self.root.iterdir()
-            if valid_model_name(path.name) and (path / "raynlp.json").is_file()
-        )
+        now = time.monotonic()
+        if self._listing is None or now - self._listing[0] >= self.listing_ttl_s:
+            found = sorted(
+                path.name
+                for path in self.root.iterdir()
+                if valid_model_name(path.name) and (path / "raynlp.json").is_file()
+            )
+            self._listing = (now, found)
+        return list(self._listing[1])
+
+    def __contains__(self, model_id: str) -> bool:
+        return valid_model_name(model_id) and model_id in self.ids()
 
     def resolve(self, model_id: str) -> Path:
         """The folder of ``model_id``; UnknownModel for anything else (never a path outside)."""
