@@ -107,7 +107,8 @@ def tune_rows(result: dict[str, Any]) -> list[str]:
     where = f"{result['machine']['cpus']} CPUs, {result['machine']['date'][:10]}"
     return [
         f"| tune: ASHA vs FIFO over the same {fifo['trials']}-config grid (SST-2, MiniLM, "
-        f"{setup['train_rows']} rows × {setup['epochs']} epochs, dev {setup['validation_rows']}) "
+        f"{setup['train_rows']} rows × {setup['epochs']} epochs, dev "
+        f"{setup['validation_rows'] or 'all 872'}; ASHA: {setup.get('asha_plan', 'asynchronous')}) "
         f"| steps {asha['total_steps']} vs {fifo['total_steps']} → compute_ratio "
         f"**{fmt(result['compute_ratio'], 3)}**; best accuracy {fmt(asha['best_accuracy'], 4)} vs "
         f"{fmt(fifo['best_accuracy'], 4)} → accuracy_gap **{result['accuracy_gap']:+.4f}**; wall "
@@ -132,6 +133,19 @@ def optimize_rows(result: dict[str, Any]) -> list[str]:
         f"**{fmt(result['student_accuracy_ratio'], 3)}** | ≥ 1.8× at ≥ 0.97 | {where} |",
         f"| optimize: every variant (accuracy / p50 seq 128 / size); served: {result['chosen']} "
         f"| {detail} | — | {where} |",
+    ]
+
+
+def int8_ceiling_rows(result: dict[str, Any]) -> list[str]:
+    where = f"{result['machine']['cpus']} CPUs, {result['machine']['date'][:10]}"
+    gemm = result["gemm"]
+    return [
+        f"| int8_ceiling: how fast can dynamic INT8 get here (MiniLM, batch 1, seq 128, 1 thread, "
+        f"{result['kernel_set']} kernels, CPU flags {', '.join(result['cpu_flags']) or 'none'}) | "
+        f"measured int8_speedup {fmt(result['int8_speedup'])}×; INT8 weight GEMMs "
+        f"{fmt(gemm['gemm_speedup'])}× fp32 (best weight type of {'/'.join(gemm['weight_types'])}) "
+        f"→ bound **{fmt(result['bound_gemm_speedup'])}×**; even with zero-time weight GEMMs "
+        f"**{fmt(result['bound_zero_gemm'])}×** | (explains the ≥ 4× goal) | {where} |"
     ]
 
 
@@ -198,6 +212,9 @@ def rows() -> list[str]:
     optimize = load("optimize")
     if optimize:
         lines.extend(optimize_rows(optimize))
+    ceiling = load("int8_ceiling")
+    if ceiling:
+        lines.extend(int8_ceiling_rows(ceiling))
     tune = load("tune")
     if tune:
         lines.extend(tune_rows(tune))
