@@ -130,16 +130,22 @@ def in_process_ceiling(model: Path, sentences: list[str], batch: int = 16) -> di
     return ceiling
 
 
-def measure(url: str, sentences: list[str], seconds: float, clients: int) -> dict[str, Any]:
-    """Sequential p50, then ``clients`` concurrent clients for ``seconds``."""
+def sequential_p50_ms(url: str, sentences: list[str], n: int = 200) -> float:
+    """p50 of one client's requests, one at a time (after 30 warm-up requests)."""
     session = requests.Session()
     for text in sentences[:30]:
         session.post(url, json={"text": text}, timeout=30).raise_for_status()
     sequential = []
-    for i in range(200):
+    for i in range(n):
         started = time.perf_counter()
         session.post(url, json={"text": sentences[i % len(sentences)]}, timeout=30)
         sequential.append(time.perf_counter() - started)
+    return round(percentile(sequential, 0.5), 2)
+
+
+def measure(url: str, sentences: list[str], seconds: float, clients: int) -> dict[str, Any]:
+    """Sequential p50, then ``clients`` concurrent clients for ``seconds``."""
+    sequential = sequential_p50_ms(url, sentences)
 
     latencies: list[float] = []
     errors: list[str] = []
@@ -169,7 +175,7 @@ def measure(url: str, sentences: list[str], seconds: float, clients: int) -> dic
         list(pool.map(client, range(clients)))
     elapsed = time.monotonic() - started
     return {
-        "sequential_p50_ms": round(percentile(sequential, 0.5), 2),
+        "sequential_p50_ms": sequential,
         "requests": len(latencies),
         "rps": round(len(latencies) / elapsed, 1),
         "p50_ms": round(percentile(latencies, 0.5), 2),
@@ -179,10 +185,15 @@ def measure(url: str, sentences: list[str], seconds: float, clients: int) -> dic
     }
 
 
-def run_naive(model_dir: Path, sentences: list[str], seconds: float, clients: int) -> dict:
+def run_naive(
+    model_dir: Path, sentences: list[str], seconds: float, clients: int, onnx: bool = False
+) -> dict:
+    """The naive server (or with ``onnx`` the plain FastAPI + ONNX floor, whose result also
+    holds ``empty_roundtrip_p50_ms``: an HTTP request that does no work)."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, str(BENCH / "naive_server.py"), str(model_dir), str(port)],
+        [sys.executable, str(BENCH / "naive_server.py"), str(model_dir), str(port)]
+        + (["--onnx"] if onnx else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -194,7 +205,12 @@ def run_naive(model_dir: Path, sentences: list[str], seconds: float, clients: in
                     break
             except requests.RequestException:
                 time.sleep(0.5)
-        return measure(f"http://127.0.0.1:{port}/predict", sentences, seconds, clients)
+        result = measure(f"http://127.0.0.1:{port}/predict", sentences, seconds, clients)
+        if onnx:
+            result["empty_roundtrip_p50_ms"] = sequential_p50_ms(
+                f"http://127.0.0.1:{port}/empty", sentences
+            )
+        return result
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -274,6 +290,10 @@ def main() -> None:
     print(f"[bench] naive FastAPI + transformers pipeline, {args.clients} clients ...", flush=True)
     naive = run_naive(model_dir, sentences, args.seconds, args.clients)
     print(f"  naive: {naive}", flush=True)
+    print("[bench] plain FastAPI + the same ONNX model, no Ray (the HTTP floor) ...", flush=True)
+    plain = run_naive(int8, sentences, args.seconds, args.clients, onnx=True)
+    plain["overhead_ms_p50"] = round(plain["sequential_p50_ms"] - floor, 2)
+    print(f"  plain: {plain}", flush=True)
     rows: dict[str, dict[str, Any]] = {}
     chosen = [o for o in OPTIONS if not args.options or o["name"] in args.options]
     for option in chosen:
@@ -309,6 +329,8 @@ def main() -> None:
         # The best any server could reach here: the bare model on both cores, nothing else.
         "ceiling_ratio_vs_naive": round(max(ceiling.values()) / naive["rps"], 2),
         "naive": naive,
+        # no Ray, no batching, no checks: the least any Python HTTP server adds on this machine
+        "plain_fastapi_onnx": plain,
         "options": rows,
         "clients": args.clients,
         "seconds": args.seconds,
@@ -325,7 +347,7 @@ def main() -> None:
         f"\n{'option':<18}{'seq p50':>9}{'overhead':>10}{'req/s':>8}{'p50':>8}{'p99':>8}{'err':>5}"
     )
     for name, r in {"naive": {**naive, "overhead_ms_p50": naive["sequential_p50_ms"] - floor},
-                    **rows}.items():  # fmt: skip
+                    "plain_fastapi_onnx": plain, **rows}.items():  # fmt: skip
         if "rps" not in r:
             print(f"{name:<18} failed: {r.get('failed')}")
             continue
@@ -333,6 +355,7 @@ def main() -> None:
         print(f"{name:<18}{r['sequential_p50_ms']:>9.2f}{r['overhead_ms_p50']:>10.2f}"
               f"{r['rps']:>8.1f}{r['p50_ms']:>8.2f}{r['p99_ms']:>8.2f}{r['errors']:>5}{mark}")  # fmt: skip
     print(f"(* = default; in-process p50 {floor:.2f} ms; {args.clients} clients, {args.seconds} s)")
+    print(f"an HTTP round trip that does no work: {plain['empty_roundtrip_p50_ms']} ms p50")
     print(f"bare model, batch 16, nothing else running: {ceiling} sentences/s = "
           f"{result['ceiling_ratio_vs_naive']}x naive at most")  # fmt: skip
     print(json.dumps({k: result[k] for k in ("throughput_ratio_vs_naive", "overhead_ms_p50",
