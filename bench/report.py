@@ -164,7 +164,15 @@ def serve_rows(result: dict[str, Any]) -> list[str]:
         f"**{fmt(result['throughput_ratio_vs_naive'])}×**; p99_ms **{fmt(result['p99_ms'], 1)}**; "
         f"errors **{result['errors']}**; overhead_ms_p50 (sequential HTTP − in-process "
         f"{result['in_process_p50_ms']:.1f} ms) **{fmt(result['overhead_ms_p50'], 1)}**; the "
-        f"bare model alone tops out at {fmt(result['ceiling_ratio_vs_naive'])}× naive here | "
+        f"bare model alone tops out at {fmt(result['ceiling_ratio_vs_naive'])}× naive here"
+        + (
+            f"; without Ray, plain FastAPI + the same ONNX model: {plain['rps']:.0f} req/s, "
+            f"+{plain['overhead_ms_p50']:.1f} ms; an HTTP round trip doing nothing: "
+            f"{plain['empty_roundtrip_p50_ms']:.1f} ms"
+            if (plain := result.get("plain_fastapi_onnx"))
+            else ""
+        )
+        + " | "
         f"≥ 5×, ≤ 2 ms, 0 errors | {where} |",
         f"| serve_load: every option (req/s, overhead over in-process p50) | {options} | — | "
         f"{where} |",
