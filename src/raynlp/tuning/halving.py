@@ -138,12 +138,9 @@ class SyncHalving(HyperBandScheduler):
         return action
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        """Also reached when a trial completes or fails (HyperBand routes both here)."""
         self._free(trial)
         super().on_trial_remove(tune_controller, trial)
-
-    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
-        self._free(trial)
-        super().on_trial_error(tune_controller, trial)
 
     def debug_string(self) -> str:
         return f"SyncHalving: {self._num_trials} trials, {self._halvings} halvings"
