@@ -3,6 +3,7 @@ Train + DeepSpeed run of the same training loop → results table, plot, best mo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -13,7 +14,14 @@ from typing import Any
 
 from raynlp.config import JobConfig, dump_job_config
 from raynlp.data.readers import write_jsonl
-from raynlp.tuning.halving import SyncHalving, rungs, slots_actor, survivors
+from raynlp.tuning.halving import (
+    SyncHalving,
+    await_decision,
+    rungs,
+    slots_actor,
+    survivors,
+    take_slot,
+)
 from raynlp.tuning.space import search_space, trial_config
 
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 10**6}
@@ -114,14 +122,10 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], inputs: dict[str, An
         config = trial_config(JobConfig.model_validate(base), params, run_name)
         stop_after = min([e for e in rung_epochs or [epochs] if e > done] + [epochs])
         if inputs.get("slots"):
-            from raynlp.tuning.halving import take_slot
-
             take_slot(inputs["slots"], trial_id)
         done, last = _train_and_report(config, inputs, trial_id, storage, warm_start, stop_after)
         if done >= epochs or not rung_epochs:
             return
-        from raynlp.tuning.halving import await_decision
-
         await_decision(inputs["slots"], trial_id, done)  # returns only to go on
         warm_start = _record_start(storage, trial_id, done, trial_id, last)
 
@@ -381,7 +385,9 @@ def tune(config: JobConfig, overwrite: bool = False, resume: bool = False) -> Tu
         + [int(v) for v in _space_values(config, "training.epochs") if v is not None]
     )
     sync = synchronous(config, parallel)
-    slots = f"raynlp_tune_slots_{abs(hash(str(run_dir.resolve()))):x}" if sync else None
+    # stable across processes: a resumed search's pickled scheduler names the same actor
+    digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:12]
+    slots = f"raynlp_tune_slots_{digest}" if sync else None
     scheduler = build_scheduler(config, max_epochs, slots)
     print(
         f"[raynlp] tune: {num_trials(config)} trial(s) of {list(space)} by {metric} "
