@@ -132,6 +132,7 @@ def test_gate_rejects_a_destructive_static_int8(minilm_run, tmp_path: Path):
     assert "onnx_int8_static" in (tmp_path / "gate" / "export_report.md").read_text()
 
 
+@pytest.mark.slow  # ~6 minutes; test_optimize runs distill + prune on a tiny run by default
 @pytest.mark.timeout(900)
 def test_distilled_student_and_pruned_model(minilm_run, tmp_path: Path):
     """`raynlp optimize` with distill and prune on: a 3-layer student trained on MiniLM's soft

@@ -21,12 +21,12 @@ VALIDATION = {
 }
 
 
-def untrained_run(task: str, base: Path, tmp_path: Path, rows: int = 24) -> Path:
+def untrained_run(task: str, base: Path, tmp_path: Path, rows: int = 24, **overrides) -> Path:
     """A run folder as `raynlp train` leaves it (model/, config.yaml, validation rows), with
     an untrained model: enough to build, score and time every variant."""
     run_dir = tmp_path / "runs" / task
     untrained_model_dir(task, base, run_dir / "model")
-    config = parse_job_config(tiny_task_job(tmp_path, task, base))
+    config = parse_job_config(tiny_task_job(tmp_path, task, base, **overrides))
     (run_dir / "config.yaml").write_text(dump_job_config(config))
     write_jsonl(read_rows(VALIDATION[task])[:rows], run_dir / "data" / "validation.jsonl")
     return run_dir
@@ -127,3 +127,34 @@ def test_gate_serves_the_fastest_variant_that_holds_the_bounds():
     student = {**row(5.0, 0.80, 0.004), "compressed": True}
     chosen, reason = choose_variant({**variants, "student": student}, 0.99, 0.005)
     assert chosen == "student" and "not gated: another model" in reason
+
+
+@pytest.mark.timeout(600)
+def test_distilled_student_and_pruned_model_of_a_tiny_run(tmp_path: Path, tiny_base_model: Path):
+    """`raynlp optimize` with distill and prune on (tiny model, 2 layers): a 1-layer student
+    trained on the teacher's soft targets and a pruned model (half the heads and FFN neurons)
+    come out of the Ray Train loop and are scored, timed and gated beside the other variants.
+    (The MiniLM version, with the accuracy of the student, is in the slow suite.)"""
+    from transformers import AutoConfig
+
+    run_dir = untrained_run(
+        "classification", tiny_base_model, tmp_path, rows=32, data={"max_train_rows": 256}
+    )
+    settings = ExportSection(
+        distill={"enabled": True, "layers": 1, "epochs": 1},
+        prune={"enabled": True, "heads_fraction": 0.5, "ffn_fraction": 0.5,
+               "recovery_epochs": 1, "importance_rows": 32},
+        latency_samples=5,
+    )  # fmt: skip
+    report = export_model(
+        run_dir, variants=["onnx_fp32"], min_agreement=0.0, max_metric_drop=1.0, settings=settings
+    )
+    variants = report["parity"]["variants"]
+    assert {"student", "student_onnx_int8", "pruned", "pruned_onnx_int8"} <= set(variants)
+    assert all(variants[name]["compressed"] for name in ("student", "pruned"))
+    assert all(variants[name]["p50_ms"] > 0 for name in variants)
+    assert AutoConfig.from_pretrained(str(run_dir / "student" / "model")).num_hidden_layers == 1
+    pruning = report["compression"]["pruned"]["pruning"]
+    assert pruning["parameters_after"] < pruning["parameters_before"]
+    assert pruning["intermediate_size_after"] == pruning["intermediate_size_before"] // 2
+    assert report["chosen"] in variants

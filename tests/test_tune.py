@@ -248,8 +248,9 @@ def test_schedulers_and_search_algorithms_build():
 
 @pytest.mark.timeout(600)
 def test_pbt_trials_continue_from_better_trials(tmp_path: Path, tiny_base_model: Path, ray_local):
-    """PBT over 2 trials (both at once, 3 epochs): the weak one is restarted from the strong
-    one's checkpoint and continues its epochs and steps with a perturbed learning rate."""
+    """Synchronous PBT over 2 trials (both at once, 2 epochs): after epoch 1 the weaker one
+    is restarted from the stronger one's checkpoint and continues its epochs and steps with a
+    perturbed learning rate."""
     import json
 
     from raynlp.training.checkpoints import read_checkpoint_meta
@@ -257,14 +258,16 @@ def test_pbt_trials_continue_from_better_trials(tmp_path: Path, tiny_base_model:
     job = tiny_job(
         tmp_path,
         tiny_base_model,
-        training={"epochs": 3, "batch_size": 32, "lr_schedule": "constant", "warmup_ratio": 0.0},
+        training={"epochs": 2, "batch_size": 32, "lr_schedule": "constant", "warmup_ratio": 0.0},
         scaling={"num_workers": 1},
         tune={
             "space": {"learning_rate": {"grid": [3e-3, 1e-7]}},
             "search_alg": "grid",
             "num_samples": 1,
             "scheduler": "pbt",
-            "pbt": {"quantile_fraction": 0.5, "resample_probability": 0.0},
+            # synchronous: both trials meet after each epoch and the lower one exploits, every
+            # time (asynchronous PBT's exploits depend on which trial reports first)
+            "pbt": {"quantile_fraction": 0.5, "resample_probability": 0.0, "synch": True},
         },
     )
     job["data"]["max_train_rows"] = 256
@@ -281,7 +284,7 @@ def test_pbt_trials_continue_from_better_trials(tmp_path: Path, tiny_base_model:
     trials = result.run_dir / "trials"
     starts = [json.loads(p.read_text()) for p in (trials / "starts").glob("*.json")]
     exploits = [s for s in starts if s["from_trial"] != s["trial"]]
-    assert exploits
+    assert [s["epoch"] for s in exploits] == [1]  # the bottom half of two: one trial, each time
     for start in exploits:
         run = trials / f"trial_{start['trial']}_e{start['epoch']}"
         metas = [read_checkpoint_meta(c) for c in run.glob("checkpoint_0*")]

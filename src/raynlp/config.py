@@ -530,6 +530,12 @@ class PbtSection(_Section):
     resample_probability: float = Field(
         0.25, ge=0.0, le=1.0, description="Chance a mutated value is resampled, not scaled."
     )
+    synch: bool = Field(
+        False,
+        description="Wait for every trial at each perturbation point, then let the bottom "
+        "trials exploit the top ones (Ray's synchronous PBT): every interval exploits, at the "
+        "cost of trials pausing for the slowest; false: each trial decides when it reports.",
+    )
     mutate: list[str] = Field(
         default_factory=lambda: ["training.learning_rate"],
         description="Keys of tune.space that explore perturbs after an exploit (the 'training.' "

@@ -499,6 +499,7 @@ def build_scheduler(config: JobConfig, max_epochs: int, slots: str | None = None
         hyperparam_mutations=mutations,
         quantile_fraction=section.pbt.quantile_fraction,
         resample_probability=section.pbt.resample_probability,
+        synch=section.pbt.synch,
     )
 
 
@@ -625,8 +626,9 @@ def _finish(
 
 
 def _drop_tune_checkpoints(experiment: Path) -> None:
-    """Delete the copies of trial checkpoints that PBT needed during the search (each trial's
-    own Ray Train checkpoints, best N kept, stay in ``trials/``)."""
+    """Delete the copies of trial checkpoints that the scheduler (PBT's exploits, synchronous
+    halving's pauses) needed during the search (each trial's own Ray Train checkpoints, best N
+    kept, stay in ``trials/``)."""
     import shutil
 
     copies = [path for path in experiment.glob("*/checkpoint_*") if path.is_dir()]
@@ -636,7 +638,7 @@ def _drop_tune_checkpoints(experiment: Path) -> None:
     for path in copies:
         shutil.rmtree(path, ignore_errors=True)
     print(
-        f"[raynlp] tune: removed {len(copies)} checkpoint copies PBT no longer needs "
+        f"[raynlp] tune: removed {len(copies)} checkpoint copies the scheduler no longer needs "
         f"({size / 2**20:.0f} MiB)",
         flush=True,
     )
