@@ -30,6 +30,12 @@ def main() -> None:
     parser.add_argument(
         "--cpu", action="store_true", help="a dry run on CPU workers (1 CPU per trial, 400 rows)"
     )
+    parser.add_argument(
+        "--diagnose-after",
+        type=float,
+        default=0.0,
+        help="print the cluster's free resources and placement groups every S seconds",
+    )
     args = parser.parse_args()
 
     import ray
@@ -74,6 +80,9 @@ def main() -> None:
     start = time.perf_counter()
     with ray_session():
         cluster = ray.cluster_resources()
+        print(f"[gpu_tune] cluster {cluster}", flush=True)
+        if args.diagnose_after:
+            _watch(args.diagnose_after)
         result = tune(config)
     wall = time.perf_counter() - start
     keys = ("trial", "status", "learning_rate", "val_accuracy", "best_epoch", "epochs_run",
@@ -100,6 +109,24 @@ def main() -> None:
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2), flush=True)
     print(f"wrote {args.out}")
+
+
+def _watch(every: float) -> None:
+    """A daemon thread that prints what is free and which placement groups wait (a trial's
+    Train run that cannot get its workers shows up as a PENDING group)."""
+    import threading
+
+    import ray
+    from ray.util import placement_group_table
+
+    def loop() -> None:
+        while True:
+            time.sleep(every)
+            groups = [(g.get("state"), g.get("bundles")) for g in placement_group_table().values()]
+            free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+            print(f"[gpu_tune] free {free} groups {groups}", flush=True)
+
+    threading.Thread(target=loop, daemon=True).start()
 
 
 if __name__ == "__main__":
