@@ -204,7 +204,10 @@ def test_successive_halving_plan():
     assert describe_scheduler(config, 6, 2) == (
         "synchronous successive halving (8 to epoch 1, 3 to epoch 3, 1 to epoch 6)"
     )
-    assert describe_scheduler(config, 6, 8).startswith("asynchronous ASHA (rungs at epochs 1, 3)")
+    assert describe_scheduler(config, 6, 8).startswith("asynchronous ASHA (rungs at epochs: 1, 3)")
+    assert describe_scheduler(config, 1, 8) == (
+        "asynchronous ASHA (rungs at epochs: none before the last epoch)"
+    )
     forced = parse_job_config(job(space=grid, asha={"synchronous": False}))
     assert not synchronous(forced, 1)
     assert num_trials(parse_job_config(job(space=grid, num_samples=5))) == 5 * 4

@@ -460,7 +460,8 @@ def describe_scheduler(config: JobConfig, max_epochs: int, parallel: int) -> str
         return f"{section.scheduler} scheduler"
     points = rungs_of(config, max_epochs)
     if not synchronous(config, parallel):
-        return f"asynchronous ASHA (rungs at epochs {', '.join(map(str, points[:-1]))})"
+        rungs = ", ".join(map(str, points[:-1])) or "none before the last epoch"
+        return f"asynchronous ASHA (rungs at epochs: {rungs})"
     counts = survivors(num_trials(config), section.asha.reduction_factor, len(points))
     plan = ", ".join(f"{n} to epoch {e}" for n, e in zip(counts, points, strict=True))
     return f"synchronous successive halving ({plan})"
