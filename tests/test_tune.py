@@ -242,6 +242,9 @@ def test_schedulers_and_search_algorithms_build():
     grid = {"learning_rate": {"grid": [1e-4, 3e-5]}}
     pbt = build_scheduler(parse_job_config(job(scheduler="pbt", space=grid)), 3)
     assert pbt._hyperparam_mutations["training.learning_rate"]() in (1e-4, 3e-5)  # or ×0.8/1.2
+    assert not pbt._synch
+    synch = parse_job_config(job(scheduler="pbt", space=grid, pbt={"synch": True}))
+    assert build_scheduler(synch, 3)._synch
     algs = {"random": BasicVariantGenerator, "optuna": OptunaSearch, "hyperopt": HyperOptSearch}
     for name, kind in algs.items():
         assert isinstance(build_search_alg(parse_job_config(job(search_alg=name))), kind)
