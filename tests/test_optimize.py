@@ -138,7 +138,12 @@ def test_distilled_student_and_pruned_model_of_a_tiny_run(tmp_path: Path, tiny_b
     from transformers import AutoConfig
 
     run_dir = untrained_run(
-        "classification", tiny_base_model, tmp_path, rows=32, data={"max_train_rows": 256}
+        "classification",
+        tiny_base_model,
+        tmp_path,
+        rows=32,
+        data={"max_train_rows": 256},
+        scaling={"num_workers": 1},
     )
     settings = ExportSection(
         distill={"enabled": True, "layers": 1, "epochs": 1},
