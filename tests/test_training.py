@@ -58,3 +58,46 @@ def test_existing_run_is_not_overwritten_silently(tmp_path: Path, tiny_base_mode
     with pytest.raises(RunExistsError, match="--overwrite"):
         train(config)
     assert (config.run_dir / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.timeout(420)
+def test_run_resumed_at_an_epoch_boundary_trains_as_the_uninterrupted_one(
+    tmp_path: Path, tiny_base_model: Path, ray_local
+):
+    """Dropout draws depend on (seed, epoch, rank) only, so a run stopped after epoch 1 and
+    resumed from that checkpoint (as Tune's halving and PBT continue trials, and `--resume`
+    after a crash) ends with the same weights as one run straight through."""
+    import torch
+
+    from raynlp.training.checkpoints import consolidated_state_dict, read_checkpoint_meta
+
+    def job(name: str, epochs: int) -> dict:
+        spec = tiny_job(
+            tmp_path,
+            tiny_base_model,
+            name=name,
+            training={"epochs": epochs, "lr_schedule": "constant", "warmup_ratio": 0.0},
+            scaling={"num_workers": 1},
+        )
+        spec["data"]["max_train_rows"] = 256
+        return spec
+
+    straight = train(parse_job_config(job("straight", 2)))
+    first = train(parse_job_config(job("resumed", 1)))
+    # as if it had been stopped right after its epoch-1 checkpoint (the crash test kills one)
+    (first.run_dir / "metrics.json").unlink()
+    resumed = train(parse_job_config(job("resumed", 2)), resume=True)
+    assert [h["epoch"] for h in resumed.metrics["history"]] == [1, 2]
+    assert resumed.metrics["resumed"]  # it did continue from the epoch-1 checkpoint
+
+    def last_epoch_weights(run_dir: Path) -> dict:
+        (last,) = [  # the exported model is the *best* epoch's: compare epoch 2 itself
+            c for c in (run_dir / "ray" / "train").glob("checkpoint_2*")
+            if read_checkpoint_meta(c)["epoch"] == 2
+        ]  # fmt: skip
+        return consolidated_state_dict(last)
+
+    a, b = last_epoch_weights(straight.run_dir), last_epoch_weights(resumed.run_dir)
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, differ[:5]
