@@ -314,12 +314,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if stopping.stopped_epoch is not None:
         return  # a resumed run that had already stopped early
     last_epoch = min(config.training.epochs, loop_config.get("stop_after_epoch") or 10**9)
-    engine.train()  # from_pretrained hands the model over in eval mode: dropout from step 1
     for epoch in range(state["epoch"], last_epoch):
-        # dropout draws depend on (seed, epoch, rank) only, so a run resumed or warm-started at
-        # an epoch boundary (--resume, Tune's halving and PBT) trains as the uninterrupted one
-        seeds = np.random.SeedSequence([config.training.seed, epoch, ctx.rank])
-        torch.manual_seed(int(seeds.generate_state(1)[0]))
         epoch_started, losses, window = time.perf_counter(), [], []
         batches = train_shard.iter_torch_batches(
             batch_size=config.per_worker_batch_size,
